@@ -1,0 +1,45 @@
+# digits: `make run` trains and pushes a model, `make test` runs every test. Both set up first:
+# a Python 3.10 virtual environment in .venv with the exact versions of requirements.lock.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+# Extra options, e.g. `make run ARGS="--epochs 1 --train-examples 5000"` or `make test PYTEST_ARGS="-k idx"`.
+ARGS        ?=
+PYTEST_ARGS ?=
+export TF_USE_LEGACY_KERAS := 1
+export TF_CPP_MIN_LOG_LEVEL ?= 1
+
+.PHONY: help setup run test test-fast bench lock clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+setup: $(STAMP)  ## create .venv with Python 3.10 and install the locked dependencies
+
+$(STAMP): requirements.lock setup.py
+	@if [ ! -x "$(PY)" ] || ! "$(PY)" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 10))'; then \
+	  python310=$$(scripts/find-python310) || exit 1; \
+	  echo "Creating $(VENV) with $$python310"; rm -rf "$(VENV)"; "$$python310" -m venv "$(VENV)"; \
+	fi
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+run: $(STAMP)  ## run the pipeline on the embedded defaults and push the model to artifacts/serving
+	$(VENV)/bin/digits run $(ARGS)
+
+test: $(STAMP)  ## run the whole test suite
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+bench: $(STAMP)  ## the pipeline benchmark: seed script vs the full pipeline on all 70,000 images
+	$(PY) bench/pipeline_bench.py
+
+lock:  ## re-resolve requirements.in into requirements.lock (needs uv: pip install uv)
+	uv pip compile requirements.in --python-version 3.10 --python-platform x86_64-manylinux_2_28 \
+	  --no-header --annotation-style line -o requirements.lock
+
+clean:  ## remove run outputs (artifacts/), keeping .venv
+	rm -rf artifacts build tests/artifacts

@@ -1,0 +1,36 @@
+"""TFMA's ``eval_config``: what the Evaluator measures on the test split and when it blesses."""
+import tensorflow_model_analysis as tfma
+
+from components import features, signatures
+
+ACCURACY_METRIC = "sparse_categorical_accuracy"
+
+
+def make_eval_config(accuracy_floor: float, max_accuracy_drop: float) -> tfma.EvalConfig:
+    """Accuracy, example count and per-digit slices; blessed at ``accuracy >= floor`` and, once a
+    blessed baseline exists, a drop of at most ``max_accuracy_drop`` against it."""
+    accuracy_threshold = tfma.MetricThreshold(
+        value_threshold=tfma.GenericValueThreshold(lower_bound={"value": accuracy_floor}),
+        change_threshold=tfma.GenericChangeThreshold(
+            direction=tfma.MetricDirection.HIGHER_IS_BETTER,
+            absolute={"value": -max_accuracy_drop},
+        ),
+    )
+    return tfma.EvalConfig(
+        model_specs=[
+            tfma.ModelSpec(
+                signature_name=signatures.EXAMPLES_SIGNATURE,
+                label_key=features.LABEL_KEY,
+                prediction_key=signatures.PROBABILITIES,
+            )
+        ],
+        slicing_specs=[tfma.SlicingSpec(), tfma.SlicingSpec(feature_keys=[features.LABEL_KEY])],
+        metrics_specs=[
+            tfma.MetricsSpec(
+                metrics=[
+                    tfma.MetricConfig(class_name="ExampleCount"),
+                    tfma.MetricConfig(class_name="SparseCategoricalAccuracy", threshold=accuracy_threshold),
+                ]
+            )
+        ],
+    )

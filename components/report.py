@@ -1,0 +1,137 @@
+"""RunReport: a component that writes the HTML run report beside the pipeline's other artifacts.
+
+It reads the Evaluator's verdict (TFMA metrics and validation result) and runs the trained model
+on the test split itself, for what TFMA does not keep: every prediction, to draw the confusion
+matrix and the most confidently wrong digits. ``summary.json`` carries the figures the runner
+prints after a run.
+"""
+
+import json
+import os
+from typing import Any, Dict, List
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_model_analysis as tfma
+from tfx import v1 as tfx
+from tfx.types import artifact, artifact_utils
+from tfx.utils import io_utils, path_utils
+
+from components import features, report_html, signatures
+from components.eval_config import ACCURACY_METRIC
+
+REPORT_FILE = "report.html"
+SUMMARY_FILE = "summary.json"
+_WRONG_SHOWN = 25
+
+
+class HtmlReport(artifact.Artifact):
+    """A folder with report.html and summary.json."""
+
+    TYPE_NAME = "digits.HtmlReport"
+
+
+def _test_examples(examples: tfx.types.standard_artifacts.Examples, split: str):
+    pattern = os.path.join(artifact_utils.get_split_uri([examples], split), "*")
+    spec = {
+        features.IMAGE_KEY: tf.io.FixedLenFeature([features.NUM_PIXELS], tf.int64),
+        features.LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
+    }
+    return tf.data.TFRecordDataset(tf.io.gfile.glob(pattern), compression_type="GZIP").batch(1000), spec
+
+
+def predict_split(model_uri: str, examples, split: str) -> Dict[str, np.ndarray]:
+    """Images, labels and probabilities of every example in ``split``, via the tf.Example signature."""
+    dataset, spec = _test_examples(examples, split)
+    serve = tf.saved_model.load(path_utils.serving_model_path(model_uri)).signatures[signatures.EXAMPLES_SIGNATURE]
+    images, labels, probabilities = [], [], []
+    for serialized in dataset:
+        parsed = tf.io.parse_example(serialized, spec)
+        images.append(parsed[features.IMAGE_KEY].numpy())
+        labels.append(parsed[features.LABEL_KEY].numpy())
+        probabilities.append(serve(examples=serialized)[signatures.PROBABILITIES].numpy())
+    return {
+        "images": np.concatenate(images).reshape(-1, features.IMAGE_SIZE, features.IMAGE_SIZE).astype(np.uint8),
+        "labels": np.concatenate(labels),
+        "probabilities": np.concatenate(probabilities),
+    }
+
+
+def evaluator_verdict(evaluation_uri: str) -> Dict[str, Any]:
+    """Overall accuracy and example count from TFMA, whether it blessed, why not, and if a baseline existed."""
+    verdict: Dict[str, Any] = {"accuracy": None, "baseline_accuracy": None, "example_count": None}
+    for slice_metrics in tfma.load_metrics(evaluation_uri):
+        if slice_metrics.slice_key.single_slice_keys:
+            continue  # per-digit slices; the overall slice has no keys
+        for entry in slice_metrics.metric_keys_and_values:
+            key, value = entry.key, entry.value.double_value.value
+            if key.is_diff:
+                continue
+            if key.name == ACCURACY_METRIC:
+                verdict["baseline_accuracy" if key.model_name == "baseline" else "accuracy"] = value
+            elif key.name == "example_count" and key.model_name != "baseline":
+                verdict["example_count"] = int(value)
+    validation = tfma.load_validation_result(evaluation_uri)
+    verdict["blessed"] = bool(validation.validation_ok)
+    verdict["has_baseline"] = verdict["baseline_accuracy"] is not None
+    verdict["reasons"] = _failure_reasons(validation)
+    return verdict
+
+
+def _failure_reasons(validation) -> List[str]:
+    reasons = []
+    for per_slice in validation.metric_validations_per_slice:
+        for failure in per_slice.failures:
+            threshold = failure.metric_threshold
+            value = failure.metric_value.double_value.value
+            if failure.metric_key.is_diff:
+                allowed = -threshold.change_threshold.absolute.value
+                reasons.append(
+                    f"accuracy dropped by {-value:.4f} against the latest blessed model (allowed: {allowed:.4f})")
+            else:
+                floor = threshold.value_threshold.lower_bound.value
+                reasons.append(f"accuracy {value:.4f} is below the floor {floor:.4f}")
+    if validation.missing_thresholds:
+        reasons.append("a configured threshold's metric was not computed")
+    reasons.extend(f"no examples for slice {slice_spec}" for slice_spec in validation.missing_slices)
+    return reasons
+
+
+def summarize(predictions: Dict[str, np.ndarray]) -> Dict[str, Any]:
+    labels, probabilities = predictions["labels"], predictions["probabilities"]
+    predicted = probabilities.argmax(axis=1)
+    confusion = np.zeros((features.NUM_CLASSES, features.NUM_CLASSES), dtype=np.int64)
+    np.add.at(confusion, (labels, predicted), 1)
+    per_digit = confusion.diagonal() / np.maximum(confusion.sum(axis=1), 1)
+    wrong = np.flatnonzero(predicted != labels)
+    confidence = probabilities[wrong, predicted[wrong]]
+    most_wrong = wrong[np.argsort(-confidence, kind="stable")][:_WRONG_SHOWN]
+    return {
+        "confusion": confusion,
+        "per_digit_accuracy": per_digit,
+        "accuracy": float((predicted == labels).mean()) if len(labels) else 0.0,
+        "most_confident_wrong": [
+            {"index": int(i), "label": int(labels[i]), "predicted": int(predicted[i]),
+             "confidence": float(probabilities[i, predicted[i]]), "image": predictions["images"][i]}
+            for i in most_wrong
+        ],
+    }
+
+
+@tfx.dsl.components.component
+def RunReport(
+    model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model],
+    examples: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Examples],
+    evaluation: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ModelEvaluation],
+    report: tfx.dsl.components.OutputArtifact[HtmlReport],
+    split: tfx.dsl.components.Parameter[str] = "test",
+) -> None:
+    verdict = evaluator_verdict(evaluation.uri)
+    figures = summarize(predict_split(model.uri, examples, split))
+    io_utils.write_string_file(os.path.join(report.uri, REPORT_FILE), report_html.render(verdict, figures, split))
+    summary = {
+        **verdict,
+        "report_accuracy": figures["accuracy"],
+        "per_digit_accuracy": {str(d): float(a) for d, a in enumerate(figures["per_digit_accuracy"])},
+    }
+    io_utils.write_string_file(os.path.join(report.uri, SUMMARY_FILE), json.dumps(summary, indent=2))

@@ -1,0 +1,78 @@
+"""The ``digits`` command.
+
+    digits run                       # the whole pipeline on the embedded defaults
+    digits run --epochs 1 --train-examples 5000 --accuracy-floor 0.9
+    DIGITS_SERVING_DIR=/srv/models digits run
+    digits run --help                # every option, its default and its environment variable
+"""
+from __future__ import annotations
+
+import os
+
+# TFX 1.16 and tensorflow-transform need Keras 2 (tf_keras); set it before TensorFlow is imported so
+# that the trainer, the exported model and every test agree on one Keras.
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+from typing import Optional, Sequence  # noqa: E402
+
+from pipeline import config as config_lib  # noqa: E402
+
+# Errors whose message already says what is wrong and how to fix it: shown without a traceback.
+_USER_ERRORS = ("ConfigError", "DataSourceError", "DataAnomaliesError")
+
+
+def _user_error(error: BaseException) -> Optional[BaseException]:
+    """The first error in the cause chain that was raised for the user to read, if any."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if type(error).__name__ in _USER_ERRORS:
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _run(argv: Sequence[str]) -> int:
+    from absl import logging
+
+    try:
+        config = config_lib.from_sources(argv)
+    except config_lib.ConfigError as error:
+        print(f"digits run: {error}", file=sys.stderr)
+        return 2
+    logging.set_verbosity(logging.INFO)
+    from pipeline import local_runner
+
+    try:
+        summary = local_runner.run(config)
+    except Exception as error:  # noqa: BLE001 - shown plainly when it is the user's to fix
+        known = _user_error(error)
+        if known is None:
+            raise
+        print(f"\ndigits run stopped: {known}\nEarlier artifacts, the serving directory and the metadata "
+              f"are unchanged.", file=sys.stderr)
+        return 1
+    print(summary.render())
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="digits", description="The digits MNIST pipeline and its tools.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    run_parser = commands.add_parser(
+        "run", help="run the TFX pipeline (LocalDagRunner)",
+        description="Run the TFX pipeline locally. Options override DIGITS_* environment variables, "
+                    "which override the defaults.")
+    config_lib.add_arguments(run_parser)
+    args, _ = parser.parse_known_args(argv)
+    if args.command == "run":
+        return _run(argv[1:])
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

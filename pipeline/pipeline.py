@@ -1,0 +1,114 @@
+"""``create_pipeline``: the digits TFX pipeline, independent of the orchestrator that runs it."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from typing import List, Optional
+
+from ml_metadata.proto import metadata_store_pb2
+from tfx import v1 as tfx
+from tfx.dsl.components.base import executor_spec
+
+from components import pusher
+from components.eval_config import make_eval_config
+from components.example_gen import MnistExampleGen
+from components.example_validator import ExampleValidator
+from components.model import HParams
+from components.report import RunReport
+from pipeline.config import PipelineConfig
+
+COMPONENTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "components")
+SCHEMA_FILE = os.path.join(COMPONENTS_DIR, "schema", "schema.pbtxt")
+PREPROCESSING_FN = "components.preprocessing.preprocessing_fn"
+RUN_FN = "components.model.run_fn"
+
+
+def code_version() -> str:
+    """A hash of the components' sources. Transform and Trainer name their functions by import
+    path, which TFX's cache key does not see into; this makes an edited model or preprocessing
+    function a new input, so the cache cannot hand back a model trained by older code."""
+    digest = hashlib.sha256()
+    for directory, _, names in sorted(os.walk(COMPONENTS_DIR)):
+        for name in sorted(names):
+            if name.endswith((".py", ".pbtxt")):
+                with open(os.path.join(directory, name), "rb") as f:
+                    digest.update(name.encode() + b"\0" + f.read())
+    return digest.hexdigest()[:16]
+
+
+def hparams_from(config: PipelineConfig) -> HParams:
+    return HParams(**{field.name: getattr(config, field.name) for field in dataclasses.fields(HParams)})
+
+
+def create_pipeline(
+    config: PipelineConfig,
+    metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
+) -> tfx.dsl.Pipeline:
+    """ExampleGen -> StatisticsGen -> SchemaGen -> ExampleValidator -> Transform -> Trainer ->
+    Evaluator (against the latest blessed model) -> Pusher, and the run report."""
+    example_gen = MnistExampleGen(config.data_source, {
+        "train": config.train_examples, "eval": config.eval_examples, "test": config.test_examples})
+    examples = example_gen.outputs["examples"]
+
+    statistics_gen = tfx.components.StatisticsGen(examples=examples)
+    schema_gen = tfx.components.ImportSchemaGen(schema_file=SCHEMA_FILE)
+    validator = ExampleValidator(statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
+
+    # Instance-level normalization has nothing to analyze or materialize: Trainer and serving run
+    # the transform graph themselves, so Transform only builds and saves it.
+    transform = tfx.components.Transform(
+        examples=examples,
+        schema=schema_gen.outputs["schema"],
+        preprocessing_fn=PREPROCESSING_FN,
+        splits_config=tfx.proto.SplitsConfig(analyze=["train"], transform=[]),
+        materialize=False,
+        disable_statistics=True,
+        custom_config={"code_version": code_version()},
+    )
+    transform.add_upstream_node(validator)  # anomalies stop the run before Transform
+
+    trainer = tfx.components.Trainer(
+        run_fn=RUN_FN,
+        examples=examples,
+        transform_graph=transform.outputs["transform_graph"],
+        schema=schema_gen.outputs["schema"],
+        train_args=tfx.proto.TrainArgs(splits=["train"]),
+        eval_args=tfx.proto.EvalArgs(splits=["eval"]),
+        custom_config={**dataclasses.asdict(hparams_from(config)), "code_version": code_version()},
+    )
+
+    baseline_resolver = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id("latest_blessed_model_resolver")
+
+    evaluator = tfx.components.Evaluator(
+        examples=examples,
+        model=trainer.outputs["model"],
+        baseline_model=baseline_resolver.outputs["model"],
+        eval_config=make_eval_config(config.accuracy_floor, config.max_accuracy_drop),
+        example_splits=["test"],
+    )
+
+    push = tfx.components.Pusher(
+        model=trainer.outputs["model"],
+        model_blessing=evaluator.outputs["blessing"],
+        push_destination=tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=config.model_serving_dir)),
+        custom_executor_spec=executor_spec.ExecutorClassSpec(pusher.Executor),
+    )
+
+    report = RunReport(model=trainer.outputs["model"], examples=examples, evaluation=evaluator.outputs["evaluation"])
+
+    components: List = [example_gen, statistics_gen, schema_gen, validator, transform, trainer,
+                        baseline_resolver, evaluator, push, report]
+    return tfx.dsl.Pipeline(
+        pipeline_name=config.pipeline_name,
+        pipeline_root=config.pipeline_root,
+        components=components,
+        enable_cache=config.enable_cache,
+        metadata_connection_config=metadata_connection_config,
+        beam_pipeline_args=list(config.beam_args),
+    )
