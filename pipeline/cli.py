@@ -15,6 +15,7 @@ os.environ["TF_USE_LEGACY_KERAS"] = "1"
 
 import argparse  # noqa: E402
 import sys  # noqa: E402
+import warnings  # noqa: E402
 from typing import Optional, Sequence  # noqa: E402
 
 from pipeline import config as config_lib  # noqa: E402
@@ -43,6 +44,7 @@ def _run(argv: Sequence[str]) -> int:
         print(f"digits run: {error}", file=sys.stderr)
         return 2
     logging.set_verbosity(logging.INFO)
+    warnings.filterwarnings("ignore", category=FutureWarning, module="google")  # Python 3.10 notices
     from pipeline import local_runner
 
     try:

@@ -124,7 +124,7 @@ def from_sources(
         env_name = ENV_PREFIX + field.name.upper()
         if env_name in environ:
             values[field.name] = _parse(field, environ[env_name])
-    parser = argparse.ArgumentParser(add_help=False)
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     add_arguments(parser)
     flags, unknown = parser.parse_known_args(list(argv))
     if unknown:

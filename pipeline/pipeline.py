@@ -47,8 +47,9 @@ def create_pipeline(
 ) -> tfx.dsl.Pipeline:
     """ExampleGen -> StatisticsGen -> SchemaGen -> ExampleValidator -> Transform -> Trainer ->
     Evaluator (against the latest blessed model) -> Pusher, and the run report."""
+    version = code_version()
     example_gen = MnistExampleGen(config.data_source, {
-        "train": config.train_examples, "eval": config.eval_examples, "test": config.test_examples})
+        "train": config.train_examples, "eval": config.eval_examples, "test": config.test_examples}, version)
     examples = example_gen.outputs["examples"]
 
     statistics_gen = tfx.components.StatisticsGen(examples=examples)
@@ -64,7 +65,7 @@ def create_pipeline(
         splits_config=tfx.proto.SplitsConfig(analyze=["train"], transform=[]),
         materialize=False,
         disable_statistics=True,
-        custom_config={"code_version": code_version()},
+        custom_config={"code_version": version},
     )
     transform.add_upstream_node(validator)  # anomalies stop the run before Transform
 
@@ -75,7 +76,7 @@ def create_pipeline(
         schema=schema_gen.outputs["schema"],
         train_args=tfx.proto.TrainArgs(splits=["train"]),
         eval_args=tfx.proto.EvalArgs(splits=["eval"]),
-        custom_config={**dataclasses.asdict(hparams_from(config)), "code_version": code_version()},
+        custom_config={**dataclasses.asdict(hparams_from(config)), "code_version": version},
     )
 
     baseline_resolver = tfx.dsl.Resolver(

@@ -1,2 +1,117 @@
-"""Reads back from ML Metadata what one pipeline run did, and says it in a few lines."""
+"""Reads back from ML Metadata what the latest pipeline run did, and says it in a few lines."""
 from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Dict, List, Optional
+
+from ml_metadata import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+
+from components.report import REPORT_FILE, SUMMARY_FILE, HtmlReport
+from pipeline.config import PipelineConfig
+
+_STATE_NAMES = {value: name for name, value in metadata_store_pb2.Execution.State.items()}
+
+
+@dataclasses.dataclass
+class ComponentRun:
+    node_id: str
+    state: str  # COMPLETE, CACHED, FAILED, ...
+    seconds: float
+
+
+@dataclasses.dataclass
+class RunSummary:
+    run_id: str
+    components: List[ComponentRun]
+    verdict: Dict  # the RunReport's summary.json: accuracy, blessed, reasons, has_baseline, ...
+    pushed: bool
+    pushed_version: Optional[str]
+    pushed_path: Optional[str]
+    report_path: Optional[str]
+    config: PipelineConfig
+
+    def render(self) -> str:
+        lines = [f"digits run {self.run_id}"]
+        lines += [f"  {run.node_id:<32} {run.state.lower():<9} {run.seconds:7.1f} s" for run in self.components]
+        verdict = self.verdict
+        if verdict:
+            accuracy = verdict.get("accuracy")
+            lines.append(f"test accuracy: {accuracy:.4f} on {verdict.get('example_count')} test images"
+                         if accuracy is not None else "test accuracy: not computed")
+            if not verdict.get("has_baseline"):
+                lines.append("no blessed model existed yet: only the accuracy floor "
+                             f"({self.config.accuracy_floor}) applied")
+            else:
+                lines.append(f"latest blessed model's accuracy: {verdict['baseline_accuracy']:.4f} "
+                             f"(allowed drop {self.config.max_accuracy_drop})")
+            if verdict.get("blessed"):
+                lines.append("blessed: yes")
+            else:
+                lines.append("blessed: no — " + "; ".join(verdict.get("reasons") or ["see the report"]))
+        if self.pushed:
+            lines.append(f"pushed: version {self.pushed_version} at {self.pushed_path}")
+        else:
+            lines.append(f"pushed: no; {self.config.model_serving_dir} is unchanged")
+        if self.report_path:
+            lines.append(f"report: {self.report_path}")
+        return "\n".join(lines)
+
+
+def _store(connection: metadata_store_pb2.ConnectionConfig) -> metadata_store.MetadataStore:
+    return metadata_store.MetadataStore(connection)
+
+
+def _latest_run(store: metadata_store.MetadataStore) -> metadata_store_pb2.Context:
+    runs = store.get_contexts_by_type("pipeline_run")
+    if not runs:
+        raise LookupError("ML Metadata holds no pipeline run yet")
+    return max(runs, key=lambda context: context.create_time_since_epoch)
+
+
+def _output_artifacts(store, execution_ids: List[int]) -> Dict[int, List[metadata_store_pb2.Artifact]]:
+    events = [e for e in store.get_events_by_execution_ids(execution_ids)
+              if e.type in (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)]
+    artifacts = {a.id: a for a in store.get_artifacts_by_id(list({e.artifact_id for e in events}))}
+    outputs: Dict[int, List[metadata_store_pb2.Artifact]] = {}
+    for event in events:
+        outputs.setdefault(event.execution_id, []).append(artifacts[event.artifact_id])
+    return outputs
+
+
+def collect(config: PipelineConfig, connection: metadata_store_pb2.ConnectionConfig) -> RunSummary:
+    """What the newest run of ``config.pipeline_name`` did, component by component."""
+    store = _store(connection)
+    run = _latest_run(store)
+    executions = sorted(store.get_executions_by_context(run.id), key=lambda e: e.create_time_since_epoch)
+    node_of = {}
+    for context in store.get_contexts_by_type("node"):
+        for execution in store.get_executions_by_context(context.id):
+            node_of[execution.id] = context.name.split(".", 1)[-1]
+    outputs = _output_artifacts(store, [e.id for e in executions])
+    report_type = store.get_artifact_type(HtmlReport.TYPE_NAME)
+
+    components, pushed, pushed_version, pushed_path, report_dir = [], False, None, None, None
+    for execution in executions:
+        seconds = (execution.last_update_time_since_epoch - execution.create_time_since_epoch) / 1000.0
+        components.append(ComponentRun(node_of.get(execution.id, execution.type),
+                                       _STATE_NAMES.get(execution.last_known_state, "UNKNOWN"), seconds))
+        for artifact in outputs.get(execution.id, []):
+            properties = artifact.custom_properties
+            if "pushed" in properties:
+                pushed = bool(properties["pushed"].int_value)
+                if pushed:
+                    pushed_version = properties["pushed_version"].string_value
+                    pushed_path = properties["pushed_destination"].string_value
+            if artifact.type_id == report_type.id:
+                report_dir = artifact.uri
+    verdict = {}
+    if report_dir and os.path.exists(os.path.join(report_dir, SUMMARY_FILE)):
+        with open(os.path.join(report_dir, SUMMARY_FILE)) as f:
+            verdict = json.load(f)
+    return RunSummary(
+        run_id=run.name, components=components, verdict=verdict, pushed=pushed,
+        pushed_version=pushed_version, pushed_path=pushed_path,
+        report_path=os.path.join(report_dir, REPORT_FILE) if report_dir else None, config=config)

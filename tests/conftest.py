@@ -1,0 +1,67 @@
+"""Shared fixtures: small data made from the packaged MNIST, and one small pipeline run that the
+component and end-to-end tests inspect."""
+import os
+
+os.environ["TF_USE_LEGACY_KERAS"] = "1"  # before TensorFlow is imported, as every entry point does
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import gzip  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from components import mnist_source  # noqa: E402
+
+SMALL_RUN = dict(train_examples=2000, eval_examples=500, test_examples=500, epochs=2, accuracy_floor=0.5)
+
+
+def write_idx(path, array: np.ndarray) -> str:
+    """Writes ``array`` (uint8) as an IDX file, gzipped when the name ends in .gz."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "wb") as f:
+        f.write(header + array.tobytes())
+    return str(path)
+
+
+def make_idx_dir(directory, train_images, train_labels, test_images, test_labels, gz=True) -> str:
+    """A directory in the layout of the original MNIST release."""
+    suffix = ".gz" if gz else ""
+    os.makedirs(directory, exist_ok=True)
+    write_idx(os.path.join(directory, "train-images-idx3-ubyte" + suffix), train_images)
+    write_idx(os.path.join(directory, "train-labels-idx1-ubyte" + suffix), train_labels)
+    write_idx(os.path.join(directory, "t10k-images-idx3-ubyte" + suffix), test_images)
+    write_idx(os.path.join(directory, "t10k-labels-idx1-ubyte" + suffix), test_labels)
+    return str(directory)
+
+
+@pytest.fixture(scope="session")
+def package_splits():
+    return mnist_source.load_splits(mnist_source.package_data_dir(), True)
+
+
+@pytest.fixture(scope="session")
+def small_images(package_splits):
+    """600 training and 100 test images of real MNIST, as uint8 [N, 28, 28] and labels."""
+    train, test = package_splits["train"], package_splits["test"]
+    return (train.images[:600].reshape(-1, 28, 28), train.labels[:600].astype(np.uint8),
+            test.images[:100].reshape(-1, 28, 28), test.labels[:100].astype(np.uint8))
+
+
+@pytest.fixture
+def idx_dir(tmp_path, small_images):
+    return make_idx_dir(tmp_path / "idx", *small_images)
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(tmp_path_factory):
+    """One run of the whole pipeline on a small subset with a low floor, in a temp directory."""
+    from pipeline import config as config_lib
+    from pipeline import local_runner
+
+    root = tmp_path_factory.mktemp("pipeline")
+    config = config_lib.PipelineConfig(
+        pipeline_root=str(root / "root"), serving_dir=str(root / "serving"), **SMALL_RUN)
+    summary = local_runner.run(config)
+    return config, summary

@@ -1,0 +1,135 @@
+"""The whole pipeline in a temp directory on a small subset: every component, ML Metadata, the
+pushed version, the cache, and the gates that keep a bad model or bad data from being served."""
+import dataclasses
+import hashlib
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from ml_metadata import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+
+from components.example_validator import DataAnomaliesError
+from pipeline import local_runner
+from tests.conftest import make_idx_dir
+
+COMPONENTS = {"ImportSchemaGen", "MnistExampleGen", "StatisticsGen", "ExampleValidator", "Transform", "Trainer",
+              "latest_blessed_model_resolver", "Evaluator", "Pusher", "RunReport"}
+UPSTREAM_OF_EVALUATOR = {"ImportSchemaGen", "MnistExampleGen", "StatisticsGen", "ExampleValidator", "Transform",
+                         "Trainer"}
+
+
+def snapshot(directory):
+    """Every file under ``directory`` with a hash of its bytes: 'byte-for-byte unchanged' made testable."""
+    files = {}
+    for root, _, names in os.walk(directory):
+        for name in names:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                files[os.path.relpath(path, directory)] = hashlib.sha256(f.read()).hexdigest()
+    return files
+
+
+def mlmd_executions(config):
+    connection = metadata_store_pb2.ConnectionConfig()
+    connection.sqlite.filename_uri = config.metadata_path
+    store = metadata_store.MetadataStore(connection)
+    result = {}
+    for context in store.get_contexts_by_type("node"):
+        result[context.name.split(".", 1)[1]] = store.get_executions_by_context(context.id)
+    return result
+
+
+def test_every_component_ran_and_is_recorded_in_ml_metadata(pipeline_run):
+    config, summary = pipeline_run
+    assert {c.node_id: c.state for c in summary.components} == {name: "COMPLETE" for name in COMPONENTS}
+    executions = mlmd_executions(config)
+    assert set(executions) == COMPONENTS
+    for name, runs in executions.items():
+        assert [e.last_known_state for e in runs] == [metadata_store_pb2.Execution.COMPLETE], name
+
+
+def test_the_pushed_version_loads_and_reads_digits(pipeline_run, package_splits):
+    config, summary = pipeline_run
+    assert summary.pushed and summary.verdict["blessed"] and not summary.verdict["has_baseline"]
+    versions = os.listdir(config.model_serving_dir)
+    assert versions == [summary.pushed_version] and summary.pushed_version.isdigit()  # no staging left
+    model = tf.saved_model.load(os.path.join(config.model_serving_dir, summary.pushed_version))
+    images = package_splits["test"].images[:100].reshape(100, 28, 28).astype(np.float32)
+    classes = model.signatures["serving_default"](images=tf.constant(images))["classes"].numpy()
+    assert (classes == package_splits["test"].labels[:100]).mean() > 0.6
+
+
+def test_run_report_and_summary(pipeline_run):
+    _, summary = pipeline_run
+    with open(summary.report_path) as f:
+        report = f.read()
+    assert report.count("data:image/png;base64,") == 3
+    assert "Confusion matrix" in report and "most confidently wrong" in report
+    with open(os.path.join(os.path.dirname(summary.report_path), "summary.json")) as f:
+        figures = json.load(f)
+    assert figures["example_count"] == 500
+    # TFMA's accuracy and the report's own count over all predictions agree
+    assert abs(figures["accuracy"] - figures["report_accuracy"]) < 1e-6
+    text = summary.render()
+    assert f"pushed: version {summary.pushed_version}" in text and "no blessed model existed yet" in text
+
+
+def test_second_identical_run_hits_the_cache_and_pushes_nothing_new(pipeline_run):
+    config, first = pipeline_run
+    before = snapshot(config.serving_dir)
+    second = local_runner.run(config)
+    states = {c.node_id: c.state for c in second.components}
+    assert {name: states[name] for name in UPSTREAM_OF_EVALUATOR} == {name: "CACHED" for name in UPSTREAM_OF_EVALUATOR}
+    # The Evaluator now has a baseline (the first run's model, which is this same model): it runs,
+    # blesses, and the Pusher sees the newest version already serves it.
+    assert second.verdict["has_baseline"] and second.verdict["blessed"]
+    assert second.pushed_version == first.pushed_version and snapshot(config.serving_dir) == before
+
+
+def test_a_model_below_the_floor_is_not_pushed(pipeline_run):
+    config, _ = pipeline_run
+    before = snapshot(config.serving_dir)
+    summary = local_runner.run(dataclasses.replace(config, accuracy_floor=0.999))
+    assert not summary.verdict["blessed"] and not summary.pushed
+    assert any("below the floor 0.9990" in reason for reason in summary.verdict["reasons"])
+    assert snapshot(config.serving_dir) == before
+
+
+def test_a_model_much_worse_than_the_blessed_one_is_not_pushed(pipeline_run):
+    config, _ = pipeline_run
+    before = snapshot(config.serving_dir)
+    worse = dataclasses.replace(config, hidden_units=(1,), epochs=1, accuracy_floor=0.0)
+    summary = local_runner.run(worse)
+    assert not summary.verdict["blessed"] and not summary.pushed
+    assert any("dropped by" in reason for reason in summary.verdict["reasons"]), summary.verdict
+    assert snapshot(config.serving_dir) == before
+
+
+@pytest.mark.parametrize("corruption, feature", [("label_of_10", "label"), ("image_of_783_values", "image")])
+def test_corrupt_data_stops_the_run_at_example_validator(pipeline_run, small_images, tmp_path, corruption, feature):
+    config, _ = pipeline_run
+    train_images, train_labels, test_images, test_labels = (np.array(a) for a in small_images)
+    if corruption == "label_of_10":
+        test_labels[3] = 10
+    else:  # 27 x 29 = 783 pixels per image
+        train_images = train_images.reshape(-1, 784)[:, :783].reshape(-1, 27, 29)
+    data_dir = make_idx_dir(tmp_path / corruption, train_images, train_labels, test_images, test_labels)
+    serving_before, executions_before = snapshot(config.serving_dir), mlmd_executions(config)
+
+    with pytest.raises(Exception) as raised:
+        local_runner.run(dataclasses.replace(config, data_source=data_dir))
+    error = raised.value
+    while not isinstance(error, DataAnomaliesError) and (error.__cause__ or error.__context__):
+        error = error.__cause__ or error.__context__
+    assert isinstance(error, DataAnomaliesError)
+    assert f"feature '{feature}'" in str(error)
+
+    executions_after = mlmd_executions(config)
+    assert executions_after["ExampleValidator"][-1].last_known_state == metadata_store_pb2.Execution.FAILED
+    assert len(executions_after["Transform"]) == len(executions_before["Transform"])  # stopped before it
+    for name, runs in executions_before.items():  # earlier metadata intact
+        assert [e.id for e in executions_after[name][:len(runs)]] == [e.id for e in runs]
+    assert snapshot(config.serving_dir) == serving_before
