@@ -1,5 +1,6 @@
 """TFMA's ``eval_config``: what the Evaluator measures on the test split and when it blesses."""
 import tensorflow_model_analysis as tfma
+from google.protobuf import wrappers_pb2
 
 from components import features, signatures
 
@@ -25,6 +26,8 @@ def make_eval_config(accuracy_floor: float, max_accuracy_drop: float) -> tfma.Ev
             )
         ],
         slicing_specs=[tfma.SlicingSpec(), tfma.SlicingSpec(feature_keys=[features.LABEL_KEY])],
+        # Only the metrics below: the model's compiled loss/accuracy would repeat them at extra cost.
+        options=tfma.Options(include_default_metrics=wrappers_pb2.BoolValue(value=False)),
         metrics_specs=[
             tfma.MetricsSpec(
                 metrics=[

@@ -94,7 +94,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     tf.keras.utils.set_random_seed(hparams.seed)
     tf.config.experimental.enable_op_determinism()
 
-    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+    tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
     train = _dataset(fn_args, fn_args.train_files, tf_transform_output, hparams, training=True)
     evaluation = _dataset(fn_args, fn_args.eval_files, tf_transform_output, hparams, training=False)
 

@@ -53,8 +53,8 @@ def _run(argv: Sequence[str]) -> int:
         known = _user_error(error)
         if known is None:
             raise
-        print(f"\ndigits run stopped: {known}\nEarlier artifacts, the serving directory and the metadata "
-              f"are unchanged.", file=sys.stderr)
+        print(f"\ndigits run stopped: {known}\nEarlier artifacts, the serving directory and earlier metadata "
+              f"are intact.", file=sys.stderr)
         return 1
     print(summary.render())
     return 0

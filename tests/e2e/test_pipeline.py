@@ -38,7 +38,8 @@ def mlmd_executions(config):
     store = metadata_store.MetadataStore(connection)
     result = {}
     for context in store.get_contexts_by_type("node"):
-        result[context.name.split(".", 1)[1]] = store.get_executions_by_context(context.id)
+        executions = store.get_executions_by_context(context.id)
+        result[context.name.split(".", 1)[1]] = sorted(executions, key=lambda e: e.id)
     return result
 
 
