@@ -96,7 +96,12 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
 
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
     train = _dataset(fn_args, fn_args.train_files, tf_transform_output, hparams, training=True)
-    evaluation = _dataset(fn_args, fn_args.eval_files, tf_transform_output, hparams, training=False)
+    # Validating on examples the model trains on would only flatter it: validate on held-out data only.
+    held_out = not set(fn_args.eval_files) & set(fn_args.train_files)
+    evaluation = _dataset(fn_args, fn_args.eval_files, tf_transform_output, hparams, training=False) if held_out else None
+    if not held_out:
+        logging.info("Trainer fits on the eval split too, so it reports no per-epoch validation; "
+                     "the Evaluator's test split is the held-out measure")
 
     model = build_model(hparams)
     model.fit(

@@ -39,6 +39,11 @@ class PipelineConfig:
     train_examples: int = _field(0, "Use only the first N training images (0 = all 50,000).")
     eval_examples: int = _field(0, "Use only the first N validation images (0 = all 10,000).")
     test_examples: int = _field(0, "Use only the first N test images (0 = all 10,000).")
+    train_splits: str = _field(
+        "train,eval",
+        "Splits the Trainer fits on, comma separated. The default is all 60,000 official training images, "
+        "as the seed tutorial trains; 'train' holds 'eval' out for per-epoch validation. Never 'test'.",
+    )
     epochs: int = _field(3, "Training epochs.")
     batch_size: int = _field(32, "Training batch size.")
     hidden_units: Tuple[int, ...] = _field((128, 128), "Sizes of the hidden ReLU layers, comma separated.")
@@ -64,6 +69,9 @@ class PipelineConfig:
                 problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
         if not self.hidden_units or any(units < 1 for units in self.hidden_units):
             problems.append(f"hidden_units must be positive sizes such as 128,128, got {self.hidden_units}")
+        if not self.train_split_names or not set(self.train_split_names) <= {"train", "eval"}:
+            problems.append(f"train_splits takes 'train' and/or 'eval' (the test split is never trained on), "
+                            f"got {self.train_splits!r}")
         if not 0.0 < self.learning_rate:
             problems.append(f"learning_rate must be positive, got {self.learning_rate}")
         if not 0.0 <= self.accuracy_floor <= 1.0:
@@ -74,6 +82,10 @@ class PipelineConfig:
             problems.append(f"model_name must be a plain name such as 'mnist', got {self.model_name!r}")
         if problems:
             raise ConfigError("; ".join(problems))
+
+    @property
+    def train_split_names(self) -> Tuple[str, ...]:
+        return tuple(name.strip() for name in self.train_splits.split(",") if name.strip())
 
     @property
     def metadata_path(self) -> str:

