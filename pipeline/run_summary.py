@@ -51,6 +51,8 @@ class RunSummary:
                 lines.append("blessed: yes")
             else:
                 lines.append("blessed: no — " + "; ".join(verdict.get("reasons") or ["see the report"]))
+                lines.append("  (the gate kept this model from serving; train longer with --epochs, try another "
+                             "--seed, or change --accuracy-floor / --max-accuracy-drop if the gate is too strict)")
         if self.pushed:
             lines.append(f"pushed: version {self.pushed_version} at {self.pushed_path}")
         else:
