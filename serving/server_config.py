@@ -84,7 +84,7 @@ class ModelSpec:
     version_labels: dict = dataclasses.field(default_factory=dict)
 
 
-def _is_relative(uri: str) -> bool:
+def is_relative_uri(uri: str) -> bool:
     """UriIsRelativePath: no scheme:// and no leading '/'; an empty path counts as relative."""
     return not re.match(r"[a-zA-Z][0-9a-zA-Z.]*://", uri) and not uri.startswith("/")
 
@@ -155,7 +155,7 @@ def load_model_config(options: ServerOptions) -> list:
                                "Give each model a distinct name.")
         seen.add(config.name)
     for config in configs:
-        if _is_relative(config.base_path):
+        if is_relative_uri(config.base_path):
             raise OptionsError(f"{where}: Expected model {config.name} to have an absolute path or URI; got "
                                f"base_path()={config.base_path!r}. Use an absolute path such as /models/{config.name}.")
     for config in configs:
