@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.util
 import os
 from typing import List, Optional
 
@@ -18,22 +19,24 @@ from components.model import HParams
 from components.report import RunReport
 from pipeline.config import PipelineConfig
 
-COMPONENTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "components")
-SCHEMA_FILE = os.path.join(COMPONENTS_DIR, "schema", "schema.pbtxt")
+SCHEMA_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "components", "schema", "schema.pbtxt")
+_DATA_CODE = ("components.example_gen", "components.mnist_source", "components.features")
+_TRANSFORM_CODE = ("components.preprocessing", "components.features")
+_TRAINER_CODE = _TRANSFORM_CODE + ("components.model", "components.signatures")
 PREPROCESSING_FN = "components.preprocessing.preprocessing_fn"
 RUN_FN = "components.model.run_fn"
 
 
-def code_version() -> str:
-    """A hash of the components' sources. Transform and Trainer name their functions by import
-    path, which TFX's cache key does not see into; this makes an edited model or preprocessing
-    function a new input, so the cache cannot hand back a model trained by older code."""
+def code_version(*modules: str) -> str:
+    """A hash of the named modules' sources. Transform and Trainer name their functions by import
+    path, which TFX's cache key does not see into; passing this hash as an execution property makes
+    an edited module a new input, so the cache cannot hand back outputs of older code, while an
+    edit elsewhere (say, the model) leaves the data components cached."""
     digest = hashlib.sha256()
-    for directory, _, names in sorted(os.walk(COMPONENTS_DIR)):
-        for name in sorted(names):
-            if name.endswith((".py", ".pbtxt")):
-                with open(os.path.join(directory, name), "rb") as f:
-                    digest.update(name.encode() + b"\0" + f.read())
+    for module in sorted(modules):
+        with open(importlib.util.find_spec(module).origin, "rb") as f:
+            digest.update(module.encode() + b"\0" + f.read())
     return digest.hexdigest()[:16]
 
 
@@ -47,9 +50,9 @@ def create_pipeline(
 ) -> tfx.dsl.Pipeline:
     """ExampleGen -> StatisticsGen -> SchemaGen -> ExampleValidator -> Transform -> Trainer ->
     Evaluator (against the latest blessed model) -> Pusher, and the run report."""
-    version = code_version()
     example_gen = MnistExampleGen(config.data_source, {
-        "train": config.train_examples, "eval": config.eval_examples, "test": config.test_examples}, version)
+        "train": config.train_examples, "eval": config.eval_examples, "test": config.test_examples},
+        code_version(*_DATA_CODE))
     examples = example_gen.outputs["examples"]
 
     statistics_gen = tfx.components.StatisticsGen(examples=examples)
@@ -65,7 +68,7 @@ def create_pipeline(
         splits_config=tfx.proto.SplitsConfig(analyze=["train"], transform=[]),
         materialize=False,
         disable_statistics=True,
-        custom_config={"code_version": version},
+        custom_config={"code_version": code_version(*_TRANSFORM_CODE)},
     )
     transform.add_upstream_node(validator)  # anomalies stop the run before Transform
 
@@ -76,7 +79,7 @@ def create_pipeline(
         schema=schema_gen.outputs["schema"],
         train_args=tfx.proto.TrainArgs(splits=list(config.train_split_names)),
         eval_args=tfx.proto.EvalArgs(splits=["eval"]),
-        custom_config={**dataclasses.asdict(hparams_from(config)), "code_version": version},
+        custom_config={**dataclasses.asdict(hparams_from(config)), "code_version": code_version(*_TRAINER_CODE)},
     )
 
     baseline_resolver = tfx.dsl.Resolver(
