@@ -1,0 +1,177 @@
+"""What ``serving.core`` knows about one SignatureDef, worked out once when the model loads.
+
+Everything a request needs that does not depend on the request lives here: input/output aliases,
+tensor names, dtypes, shapes, the concrete function, and the outcome of TF Serving's per-signature
+checks for Classify/Regress (``PreProcessClassification``/``PreProcessRegression``), so a request
+only looks things up.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Tuple
+
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from tensorflow.core.framework import types_pb2  # noqa: E402
+
+from serving.errors import ServingError  # noqa: E402
+from serving.json_text import dtype_name  # noqa: E402
+
+# tensorflow/cc/saved_model/signature_constants.h
+DEFAULT_SIGNATURE = "serving_default"
+PREDICT_METHOD_NAME = "tensorflow/serving/predict"
+CLASSIFY_METHOD_NAME = "tensorflow/serving/classify"
+REGRESS_METHOD_NAME = "tensorflow/serving/regress"
+CLASSIFY_INPUTS = "inputs"
+CLASSIFY_OUTPUT_CLASSES = "classes"
+CLASSIFY_OUTPUT_SCORES = "scores"
+REGRESS_INPUTS = "inputs"
+REGRESS_OUTPUTS = "outputs"
+
+
+def invalid(message: str) -> ServingError:
+    return ServingError(message, "INVALID_ARGUMENT")
+
+
+def datatype_string(dtype: tf.DType) -> str:
+    """C++ DataTypeString(): "float", "int64", "string"."""
+    return dtype_name(dtype)
+
+
+def datatype_name(dtype: tf.DType) -> str:
+    """C++ DataType_Name(): "DT_FLOAT", "DT_STRING"."""
+    return types_pb2.DataType.Name(dtype.as_datatype_enum)
+
+
+def shape_string(shape) -> str:
+    """TensorShape/PartialTensorShape::DebugString(): "[2,28,28]", "[?,28]", "<unknown>"."""
+    if shape is None:
+        return "<unknown>"
+    return "[" + ",".join("?" if d is None or d < 0 else str(int(d)) for d in shape) + "]"
+
+
+@dataclass(frozen=True)
+class TensorMeta:
+    alias: str
+    name: str  # the graph tensor name in the SignatureDef ("serving_default_images:0")
+    dtype: tf.DType
+    shape: Optional[Tuple[Optional[int], ...]]  # None: unknown rank; None dims: unknown size
+    index: int = 0  # position among the signature's inputs (TF's "arg[i]")
+
+    @classmethod
+    def from_proto(cls, alias: str, info, index: int = 0) -> "TensorMeta":
+        dtype = tf.as_dtype(info.dtype) if info.dtype else None  # DT_INVALID: no tensor
+        shape = None
+        if info.HasField("tensor_shape") and not info.tensor_shape.unknown_rank:
+            shape = tuple(None if d.size < 0 else int(d.size) for d in info.tensor_shape.dim)
+        return cls(alias, info.name, dtype, shape, index)
+
+    def check(self, value: np.ndarray) -> None:
+        """Raises INVALID_ARGUMENT unless ``value`` can be fed to this input."""
+        got = value_dtype(value)
+        if self.dtype is not None and got != self.dtype:
+            # tensorflow/core/framework/function.cc FunctionCallFrame::SetArgs(), what a
+            # session reports for a fed tensor of the wrong type.
+            raise invalid(f"Expects arg[{self.index}] to be {datatype_string(self.dtype)} "
+                          f"but {datatype_string(got)} is provided")
+        if self.shape is not None and not _compatible(value.shape, self.shape):
+            raise invalid(f"input tensor alias {self.alias} has shape {shape_string(value.shape)}, which is "
+                          f"incompatible with the signature's shape {shape_string(self.shape)}")
+
+
+def _compatible(actual, expected) -> bool:
+    return len(actual) == len(expected) and all(e is None or a == e for a, e in zip(actual, expected))
+
+
+def value_dtype(value: np.ndarray) -> tf.DType:
+    if value.dtype.kind in "OSU":
+        return tf.string
+    try:
+        return tf.as_dtype(value.dtype)
+    except TypeError:
+        raise invalid(f"unsupported input dtype {value.dtype}") from None
+
+
+@dataclass(frozen=True)
+class ExamplePlan:
+    """The outcome of PreProcessClassification()/PreProcessRegression() for one signature."""
+    error: Optional[ServingError] = None
+    input: Optional[TensorMeta] = None
+    outputs: Tuple[Optional[str], ...] = ()  # classify: (classes alias|None, scores alias|None); regress: (alias,)
+
+
+@dataclass(frozen=True)
+class SignatureMeta:
+    name: str
+    method_name: str
+    inputs: Tuple[TensorMeta, ...]  # sorted by alias
+    outputs: Tuple[TensorMeta, ...]  # sorted by alias
+    function: Optional[Callable[..., Any]]  # None: the SavedModel has no callable for it
+    defaults: dict = field(default_factory=dict)  # alias -> np.ndarray (SignatureDef.defaults)
+    classify_plan: ExamplePlan = ExamplePlan()
+    regress_plan: ExamplePlan = ExamplePlan()
+
+    @property
+    def input_aliases(self) -> Tuple[str, ...]:
+        return tuple(t.alias for t in self.inputs)
+
+    @property
+    def output_aliases(self) -> Tuple[str, ...]:
+        return tuple(t.alias for t in self.outputs)
+
+    def input(self, alias: str) -> Optional[TensorMeta]:
+        return next((t for t in self.inputs if t.alias == alias), None)
+
+    @classmethod
+    def from_proto(cls, name: str, signature_def, function) -> "SignatureMeta":
+        inputs = tuple(TensorMeta.from_proto(a, signature_def.inputs[a], i)
+                       for i, a in enumerate(sorted(signature_def.inputs)))
+        outputs = tuple(TensorMeta.from_proto(a, signature_def.outputs[a]) for a in sorted(signature_def.outputs))
+        defaults = {a: tf.make_ndarray(p) for a, p in signature_def.defaults.items()}
+        return cls(name, signature_def.method_name, inputs, outputs, function, defaults,
+                   _classify_plan(signature_def, inputs), _regress_plan(signature_def, inputs))
+
+
+def _classify_plan(sig, inputs) -> ExamplePlan:
+    """tensorflow_serving/servables/tensorflow/classifier.cc PreProcessClassification()."""
+    if sig.method_name != CLASSIFY_METHOD_NAME:
+        return ExamplePlan(invalid("Expected classification signature method_name to be "
+                                   f"{CLASSIFY_METHOD_NAME}. Was: {sig.method_name}"))
+    if len(sig.inputs) != 1:
+        return ExamplePlan(invalid("Expected one input Tensor."))
+    if len(sig.outputs) not in (1, 2):
+        return ExamplePlan(invalid(f"Expected one or two output Tensors, found {len(sig.outputs)}"))
+    if CLASSIFY_INPUTS not in sig.inputs:
+        return ExamplePlan(invalid(f"No classification inputs found in SignatureDef: {_debug_string(sig)}"))
+    classes = CLASSIFY_OUTPUT_CLASSES if CLASSIFY_OUTPUT_CLASSES in sig.outputs else None
+    scores = CLASSIFY_OUTPUT_SCORES if CLASSIFY_OUTPUT_SCORES in sig.outputs else None
+    if classes is None and scores is None:
+        return ExamplePlan(invalid(
+            "Expected classification signature outputs to contain at least one of "
+            f'"{CLASSIFY_OUTPUT_CLASSES}" or "{CLASSIFY_OUTPUT_SCORES}". Signature was: {_debug_string(sig)}'))
+    return ExamplePlan(None, next(t for t in inputs if t.alias == CLASSIFY_INPUTS), (classes, scores))
+
+
+def _regress_plan(sig, inputs) -> ExamplePlan:
+    """tensorflow_serving/servables/tensorflow/regressor.cc PreProcessRegression()."""
+    if sig.method_name != REGRESS_METHOD_NAME:
+        return ExamplePlan(invalid("Expected regression signature method_name to be "
+                                   f"{REGRESS_METHOD_NAME}. Was: {sig.method_name}"))
+    if len(sig.inputs) != 1:
+        return ExamplePlan(invalid("Expected one input Tensor."))
+    if len(sig.outputs) != 1:
+        return ExamplePlan(invalid("Expected one output Tensor."))
+    if REGRESS_INPUTS not in sig.inputs:
+        return ExamplePlan(invalid(f"No regression inputs found in SignatureDef: {_debug_string(sig)}"))
+    if REGRESS_OUTPUTS not in sig.outputs:
+        return ExamplePlan(invalid(f"No regression outputs found in SignatureDef: {_debug_string(sig)}"))
+    return ExamplePlan(None, next(t for t in inputs if t.alias == REGRESS_INPUTS), (REGRESS_OUTPUTS,))
+
+
+def _debug_string(message) -> str:
+    """protobuf Message::DebugString(): the text format."""
+    from google.protobuf import text_format
+    return text_format.MessageToString(message)
