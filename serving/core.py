@@ -64,8 +64,10 @@ def serve_tags_meta_graph(export_dir: str, tags: Sequence[str] = (SERVE_TAG,)):
 class LoadedModel:
     """One SavedModel, loaded once; every per-signature fact is precomputed in ``signatures``."""
 
-    def __init__(self, path: str, saved_model, meta_graph, signatures: Dict[str, SignatureMeta]):
+    def __init__(self, path: str, saved_model, meta_graph, signatures: Dict[str, SignatureMeta],
+                 method_name_check: bool = False):
         self.path = path
+        self.method_name_check = method_name_check
         self._saved_model = saved_model  # keeps the functions' variables alive
         self.signatures = signatures
         self._metadata = get_model_metadata_pb2.SignatureDefMap()
@@ -74,13 +76,15 @@ class LoadedModel:
         self._metadata_bytes = self._metadata.SerializeToString(deterministic=True)
 
     @classmethod
-    def load(cls, path: str, tags: Sequence[str] = (SERVE_TAG,)) -> "LoadedModel":
+    def load(cls, path: str, tags: Sequence[str] = (SERVE_TAG,), method_name_check: bool = False) -> "LoadedModel":
+        """``method_name_check`` is --enable_signature_method_name_check: signatures must carry the
+        predict/classify/regress method name of the API that calls them."""
         meta_graph = serve_tags_meta_graph(path, tags)
         saved_model = tf.saved_model.load(path, tags=list(tags))
         functions = saved_model.signatures
-        signatures = {name: SignatureMeta.from_proto(name, signature_def, functions.get(name))
+        signatures = {name: SignatureMeta.from_proto(name, signature_def, functions.get(name), method_name_check)
                       for name, signature_def in meta_graph.signature_def.items()}
-        return cls(path, saved_model, meta_graph, signatures)
+        return cls(path, saved_model, meta_graph, signatures, method_name_check)
 
     # ---- GetModelMetadata -------------------------------------------------------------------
 
@@ -111,7 +115,7 @@ class LoadedModel:
         meta = self.signatures.get(name)
         if meta is None:
             raise ServingError(f'Serving signature key "{name}" not found.', "FAILED_PRECONDITION")
-        if meta.method_name not in _PREDICT_METHODS:
+        if self.method_name_check and meta.method_name not in _PREDICT_METHODS:  # VerifySignature()
             raise ServingError("Expected prediction signature method_name to be one of {"
                                + ", ".join(_PREDICT_METHODS) + "}. Was: " + meta.method_name, "INTERNAL")
         feeds = _input_values(meta, inputs)

@@ -126,18 +126,20 @@ class SignatureMeta:
         return next((t for t in self.inputs if t.alias == alias), None)
 
     @classmethod
-    def from_proto(cls, name: str, signature_def, function) -> "SignatureMeta":
+    def from_proto(cls, name: str, signature_def, function, method_name_check: bool = False) -> "SignatureMeta":
+        """``method_name_check`` is --enable_signature_method_name_check (GetSignatureMethodNameCheckFeature)."""
         inputs = tuple(TensorMeta.from_proto(a, signature_def.inputs[a], i)
                        for i, a in enumerate(sorted(signature_def.inputs)))
         outputs = tuple(TensorMeta.from_proto(a, signature_def.outputs[a]) for a in sorted(signature_def.outputs))
         defaults = {a: tf.make_ndarray(p) for a, p in signature_def.defaults.items()}
         return cls(name, signature_def.method_name, inputs, outputs, function, defaults,
-                   _classify_plan(signature_def, inputs), _regress_plan(signature_def, inputs))
+                   _classify_plan(signature_def, inputs, method_name_check),
+                   _regress_plan(signature_def, inputs, method_name_check))
 
 
-def _classify_plan(sig, inputs) -> ExamplePlan:
+def _classify_plan(sig, inputs, method_name_check: bool) -> ExamplePlan:
     """tensorflow_serving/servables/tensorflow/classifier.cc PreProcessClassification()."""
-    if sig.method_name != CLASSIFY_METHOD_NAME:
+    if method_name_check and sig.method_name != CLASSIFY_METHOD_NAME:
         return ExamplePlan(invalid("Expected classification signature method_name to be "
                                    f"{CLASSIFY_METHOD_NAME}. Was: {sig.method_name}"))
     if len(sig.inputs) != 1:
@@ -155,9 +157,9 @@ def _classify_plan(sig, inputs) -> ExamplePlan:
     return ExamplePlan(None, next(t for t in inputs if t.alias == CLASSIFY_INPUTS), (classes, scores))
 
 
-def _regress_plan(sig, inputs) -> ExamplePlan:
+def _regress_plan(sig, inputs, method_name_check: bool) -> ExamplePlan:
     """tensorflow_serving/servables/tensorflow/regressor.cc PreProcessRegression()."""
-    if sig.method_name != REGRESS_METHOD_NAME:
+    if method_name_check and sig.method_name != REGRESS_METHOD_NAME:
         return ExamplePlan(invalid("Expected regression signature method_name to be "
                                    f"{REGRESS_METHOD_NAME}. Was: {sig.method_name}"))
     if len(sig.inputs) != 1:

@@ -84,8 +84,14 @@ def test_unknown_signature_in_every_api(model, digits):
         "INVALID_ARGUMENT", 'Serving signature name: "nope" not found in signature def')
 
 
-def test_predict_on_the_init_op_signature_is_a_method_name_error(model):
-    error = _error(model.predict, "__saved_model_init_op", {})
+@pytest.fixture(scope="module")
+def strict_model(digits_export):
+    """As served with --enable_signature_method_name_check."""
+    return LoadedModel.load(digits_export, method_name_check=True)
+
+
+def test_predict_on_the_init_op_signature_is_a_method_name_error(strict_model):
+    error = _error(strict_model.predict, "__saved_model_init_op", {})
     assert error.code == "INTERNAL"
     assert error.message == ("Expected prediction signature method_name to be one of {tensorflow/serving/predict, "
                              "tensorflow/serving/classify, tensorflow/serving/regress}. Was: ")
@@ -152,15 +158,27 @@ def test_classify(model, direct, digits):
     assert (error.code, error.message) == ("INVALID_ARGUMENT", "Input is empty.")
 
 
-def test_classify_and_regress_check_method_names(model, digits):
+def test_classify_and_regress_check_method_names(strict_model, digits):
     examples = digits[2][:2]
     for name in ("", "serving_default", "serving_examples"):
-        error = _error(model.classify, name, examples)
+        error = _error(strict_model.classify, name, examples)
         assert (error.code, error.message) == ("INVALID_ARGUMENT", "Expected classification signature method_name to "
                                                "be tensorflow/serving/classify. Was: tensorflow/serving/predict")
-    error = _error(model.regress, "classify", examples)
+    error = _error(strict_model.regress, "classify", examples)
     assert (error.code, error.message) == ("INVALID_ARGUMENT", "Expected regression signature method_name to be "
                                            "tensorflow/serving/regress. Was: tensorflow/serving/classify")
+
+
+def test_without_the_method_name_check_only_the_signature_shape_counts(model, digits):
+    """TF Serving's default (--enable_signature_method_name_check=false): no method-name errors; the
+    classify/regress checks on inputs and outputs still apply."""
+    examples = digits[2][:2]
+    error = _error(model.classify, "serving_default", examples)
+    assert error.code == "INVALID_ARGUMENT"
+    assert error.message.startswith("No classification inputs found in SignatureDef: ")
+    assert _error(model.regress, "classify", examples).message == "Expected one output Tensor."
+    scores = model.predict("classify", {"inputs": np.asarray(examples, dtype=object)})["scores"]
+    assert scores.shape == (2, 10)
 
 
 @pytest.fixture(scope="session")
@@ -200,7 +218,7 @@ def toy(tmp_path_factory):
     signature_defs["add"].defaults["b"].CopyFrom(tf.make_tensor_proto(np.array([10.0], np.float32)))
     with open(os.path.join(path, "saved_model.pb"), "wb") as f:
         f.write(saved_model.SerializeToString())
-    return LoadedModel.load(path)
+    return LoadedModel.load(path, method_name_check=True)
 
 
 def _x(serialized):
