@@ -13,22 +13,28 @@ Sources, tensorflow/serving 2.16.1:
   an unmatched method/path keeps the initial "Malformed request: <METHOD> <path>" InvalidArgument.
 - ``util/net_http/server/internal/evhttp_request.cc``: ``Content-Encoding`` containing "gzip" means
   the body is gunzipped; a body that fails to gunzip reads as empty.
+- ``http_server.cc`` also: every ``/v1/`` request (OPTIONS too) is counted, the OK ones timed
+  (``serving.metrics``); the Prometheus page is a handler matched before ``/v1/``, by path without the
+  query (ProcessPrometheusRequest); handlers queue for ``--rest_api_num_threads`` threads (RequestExecutor).
+- ``http_rest_api_handler.cc``: ``--rest_api_timeout_in_ms`` > 0 is the session run's RunOptions.timeout_in_ms:
+  DirectSession::WaitForNotification() fails an overdue run with DEADLINE_EXCEEDED (HTTP 504).
 """
 from __future__ import annotations
 
-import gzip
+import concurrent.futures
+import contextlib
 import json
 import re
 import threading
+import types
 import urllib.parse
-import zlib
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Optional
 
 from serving.errors import HTTP_STATUS, ServingError
 from serving.json_codec import parse_classify_regress_request, parse_predict_request
 from serving.json_responses import (format_classify_response, format_error_response,
                                     format_predict_response, format_regress_response)
+from serving.metrics import ENTRYPOINT_REST
 
 PATH_REGEX = re.compile(r"/v1/.*", re.I | re.S)
 PREDICTION_REGEX = re.compile(
@@ -39,6 +45,8 @@ _INT64_MAX = 2**63 - 1
 # libevent 2.1 evhttp_send_error() with reason NULL.
 NOT_FOUND_PAGE = ("<HTML><HEAD>\n<TITLE>404 Not Found</TITLE>\n</HEAD><BODY>\n"
                   "<H1>Not Found</H1>\n</BODY></HTML>\n")
+TIMEOUT_MESSAGE = "Timed out waiting for notification"  # DirectSession::WaitForNotification()
+_UNRECORDED = types.SimpleNamespace(status=None)  # what a disabled metrics.request() yields
 
 
 def _invalid(message: str) -> ServingError:
@@ -70,44 +78,89 @@ def _protobuf_json(message, preserve_names: bool) -> str:
 class RestApi:
     """HttpRestApiHandler::ProcessRequest(): (http status, content type, body) for one request."""
 
-    def __init__(self, registry, timeout_ms: int = 30000):
+    def __init__(self, registry, timeout_ms: int = 30000, metrics=None, num_threads: int = 8):
         self.registry = registry
-        self.timeout_ms = timeout_ms  # TF Serving's RunOptions.timeout_in_ms; not enforced yet
+        self.timeout_ms = timeout_ms  # RunOptions.timeout_in_ms of the servable call; <= 0: none
+        self.metrics = metrics
+        self.num_threads = num_threads
+        self._runner: Optional[concurrent.futures.ThreadPoolExecutor] = None
+        self._runner_lock = threading.Lock()
 
     def handle(self, method: str, path: str, body: bytes) -> tuple:
-        try:
-            return 200, self._dispatch(method, path, body)
-        except ServingError as e:
-            return e.http_status, format_error_response(e.message)
-        except Exception as e:  # noqa: BLE001 - a bug here is still answered, as INTERNAL
-            return HTTP_STATUS["INTERNAL"], format_error_response(f"{type(e).__name__}: {e}")
+        match = self._route(method, path)
+        model_name = _unescape(match.group(1)) if match and match.group(1) else ""  # ParseModelInfo()
+        api = match.group(4) if match and method == "POST" else ""  # the URL verb; GET leaves it empty
+        with self._record(model_name, api) as call:
+            try:
+                return 200, self._dispatch(method, path, match, body)
+            except ServingError as e:
+                call.status = e.code
+                return e.http_status, format_error_response(e.message)
+            except Exception as e:  # noqa: BLE001 - a bug here is still answered, as INTERNAL
+                call.status = "INTERNAL"
+                return HTTP_STATUS["INTERNAL"], format_error_response(f"{type(e).__name__}: {e}")
 
-    def _dispatch(self, method: str, path: str, body: bytes) -> str:
-        malformed = _invalid(f"Malformed request: {method} {path}")
+    def preflight(self, origin: str) -> int:
+        """The CORS preflight (OPTIONS): no handler runs, but the request is counted like any other."""
+        with self._record("", "") as call:
+            if re.search(r"https?://", origin):
+                return 200
+            call.status = "FAILED_PRECONDITION"  # "Origin header is missing in CORS preflight"
+            return HTTP_STATUS["FAILED_PRECONDITION"]
+
+    def close(self) -> None:
+        with self._runner_lock:
+            if self._runner is not None:
+                self._runner.shutdown(wait=False, cancel_futures=True)
+            self._runner = None
+
+    def _record(self, model_name: str, api: str):
+        if self.metrics is None:
+            return contextlib.nullcontext(_UNRECORDED)
+        return self.metrics.request(model_name, api, ENTRYPOINT_REST)
+
+    @staticmethod
+    def _route(method: str, path: str):
         if method == "POST":
-            m = PREDICTION_REGEX.fullmatch(path)
-            name, version, label, kind, sub = (m.groups() + (None,)) if m else (None,) * 5
-        elif method == "GET":
-            m = STATUS_REGEX.fullmatch(path)
-            name, version, label, sub = m.groups() if m else (None,) * 4
-            kind = None
-        else:
-            m = None
-        if not m:
+            return PREDICTION_REGEX.fullmatch(path)
+        if method == "GET":
+            return STATUS_REGEX.fullmatch(path)
+        return None
+
+    def _dispatch(self, method: str, path: str, match, body: bytes) -> str:
+        malformed = _invalid(f"Malformed request: {method} {path}")
+        if not match:
             raise malformed
+        name, version, label, last = match.groups()  # last: the verb (POST) or "metadata" (GET)
         name = _unescape(name) if name else ""
         version = _version(version)
         label = _unescape(label) if label else None
         if method == "POST":
-            handler = {"classify": self.classify, "regress": self.regress, "predict": self.predict}.get(kind)
+            handler = {"classify": self.classify, "regress": self.regress, "predict": self.predict}.get(last)
             if handler is None:  # (?i) lets "PREDICT" match, but the method comparison is exact
                 raise malformed
             return handler(name, version, label, body)
         if not name:
             raise _invalid("Missing model name in request.")
-        if sub == "metadata":
+        if last == "metadata":
             return self.metadata(name, version, label)
         return self.status(name, version, label)
+
+    def _run(self, fn, *args):
+        """The servable call under RunOptions.timeout_in_ms: the request waits for it at most timeout_ms,
+        then fails as DirectSession does. Python cannot cancel the call, so an overdue one finishes in
+        the background on this pool of num_threads, which keeps the number of computations bounded."""
+        if self.timeout_ms <= 0:
+            return fn(*args)
+        with self._runner_lock:
+            if self._runner is None:
+                self._runner = concurrent.futures.ThreadPoolExecutor(self.num_threads, "rest-session-run")
+            future = self._runner.submit(fn, *args)
+        try:
+            return future.result(timeout=self.timeout_ms / 1000)
+        except concurrent.futures.TimeoutError:
+            future.cancel()  # one still queued behind overdue runs never starts
+            raise ServingError(TIMEOUT_MESSAGE, "DEADLINE_EXCEEDED") from None
 
     # ---- the APIs ---------------------------------------------------------------------------------
 
@@ -121,17 +174,18 @@ class RestApi:
 
         request = parse_predict_request(body, input_specs)
         model = servable[0] if servable else self.registry.get(name, version, label)[1]
-        outputs = model.predict(request.signature_name, request.inputs)
+        outputs = self._run(model.predict, request.signature_name, request.inputs)
         return format_predict_response(outputs, request.format)
 
     def classify(self, name, version, label, body) -> str:
         signature_name, examples, _ = parse_classify_regress_request(body)
-        classes, scores = self.registry.get(name, version, label)[1].classify(signature_name, examples)
+        classes, scores = self._run(self.registry.get(name, version, label)[1].classify, signature_name, examples)
         return format_classify_response(classes, scores)
 
     def regress(self, name, version, label, body) -> str:
         signature_name, examples, _ = parse_classify_regress_request(body)
-        return format_regress_response(self.registry.get(name, version, label)[1].regress(signature_name, examples))
+        model = self.registry.get(name, version, label)[1]
+        return format_regress_response(self._run(model.regress, signature_name, examples))
 
     def status(self, name, version, label) -> str:
         from tensorflow_serving.apis import get_model_status_pb2
@@ -152,106 +206,3 @@ class RestApi:
         spec.version.value = resolved
         return ("{\n\"model_spec\":" + _protobuf_json(spec, True).rstrip("\n") + ",\n\"metadata\": {\"signature_def\": "
                 + _protobuf_json(model.metadata(), True).rstrip("\n") + "}\n}\n")
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = ""
-    sys_version = ""
-
-    def log_message(self, format, *args):  # noqa: A002 - quiet, as TF Serving logs at VLOG(1) only
-        pass
-
-    def _read_body(self) -> bytes:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            chunks = []
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    break
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-            body = b"".join(chunks)
-        else:
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        if "gzip" in self.headers.get("Content-Encoding", ""):
-            try:
-                body = gzip.decompress(body)
-            except (OSError, EOFError, zlib.error):
-                body = b""  # ReadRequestGzipBytes() returns nothing: the body reads as empty
-        return body
-
-    def _reply(self, status: int, body: str, content_type: Optional[str], close: bool = False) -> None:
-        data = body.encode("utf-8", "surrogateescape")
-        self.send_response(status)
-        if content_type:
-            self.send_header("Content-Type", content_type)
-        if self.server.enable_cors:
-            for key, value in (("Access-Control-Allow-Origin", "*"), ("Access-Control-Allow-Methods", "POST, GET"),
-                               ("Access-Control-Allow-Headers", "Content-Type")):
-                self.send_header(key, value)
-        self.send_header("Content-Length", str(len(data)))
-        if close:
-            self.send_header("Connection", "close")
-            self.close_connection = True
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
-
-    def _handle(self) -> None:
-        try:
-            body = self._read_body()
-        except (ValueError, OSError):
-            self._reply(400, "", None, close=True)
-            return
-        path = self.path
-        if not PATH_REGEX.fullmatch(path):
-            self._reply(404, NOT_FOUND_PAGE, "text/html; charset=ISO-8859-1", close=True)
-            return
-        if self.command == "OPTIONS":  # CORS preflight: no handler, empty body
-            ok = re.search(r"https?://", self.headers.get("Origin", ""))
-            self._reply(200 if ok else HTTP_STATUS["FAILED_PRECONDITION"], "", None)
-            return
-        status, text = self.server.api.handle(self.command, path, body)
-        self._reply(status, text, "application/json")
-
-    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = do_OPTIONS = do_TRACE = _handle
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-
-class RestServer:
-    """An HTTP/1.1 keep-alive server for the REST API, served from a background thread."""
-
-    def __init__(self, registry, port: int, host: str = "0.0.0.0", timeout_ms: int = 30000,
-                 enable_cors: bool = False):
-        self.api = RestApi(registry, timeout_ms)
-        self.host, self._port, self.enable_cors = host, port, enable_cors
-        self._httpd: Optional[_Server] = None
-        self._thread: Optional[threading.Thread] = None
-
-    @property
-    def port(self) -> int:
-        return self._httpd.server_address[1] if self._httpd else self._port
-
-    def start(self) -> None:
-        if self._httpd is not None:
-            return
-        httpd = _Server((self.host, self._port), _Handler)
-        httpd.api, httpd.enable_cors = self.api, self.enable_cors
-        self._httpd = httpd
-        self._thread = threading.Thread(target=httpd.serve_forever, name="rest-server", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        if self._httpd is None:
-            return
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join()
-        self._httpd = self._thread = None

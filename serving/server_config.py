@@ -50,7 +50,7 @@ BatchingParameters, MonitoringConfig = _schema_classes()
 DEFAULT_PROMETHEUS_PATH = "/monitoring/prometheus/metrics"  # PrometheusExporter::kPrometheusPath
 
 
-def _read_text_proto(path: str, message, flag: str):
+def read_text_proto(path: str, message, flag: str):
     """ParseProtoTextFile (util/proto_util.h), with the path and the parser's line:column in the error."""
     try:
         with open(path, "rb") as f:
@@ -64,6 +64,9 @@ def _read_text_proto(path: str, message, flag: str):
         raise OptionsError(f"Invalid protobuf file: '{path}' (--{flag} must hold a text-format "
                            f"{message.DESCRIPTOR.name}): {e}") from None
     return message
+
+
+_read_text_proto = read_text_proto
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,22 +92,29 @@ def is_relative_uri(uri: str) -> bool:
     return not re.match(r"[a-zA-Z][0-9a-zA-Z.]*://", uri) and not uri.startswith("/")
 
 
+def _error(where: str, message: str, hint: str = "") -> OptionsError:
+    """At start-up (``where`` names the file or flags) the text says where and how to fix it; for a
+    HandleReloadConfigRequest (``where`` empty) it is TF Serving's own text, as gRPC clients see it."""
+    return OptionsError(f"{where}: {message}{hint}" if where else message)
+
+
 def _platform(config, where: str) -> str:
-    """GetPlatform: model_platform, or the deprecated model_type, never both; only 'tensorflow' is served."""
+    """GetPlatform: model_platform, or the deprecated model_type, never both; only 'tensorflow' is served
+    (CreateStoragePathRoutes)."""
     if config.model_type != model_server_config_pb2.MODEL_TYPE_UNSPECIFIED:
         if config.model_platform:
-            raise OptionsError(f"{where}: Illegal setting both ModelServerConfig::model_type (deprecated) and "
-                               f"ModelServerConfig::model_platform, model name is {config.name}. Keep model_platform.")
+            raise _error(where, "Illegal setting both ModelServerConfig::model_type (deprecated) and "
+                         f"ModelServerConfig::model_platform, model name is {config.name}", ". Keep model_platform.")
         if config.model_type != model_server_config_pb2.TENSORFLOW:
-            raise OptionsError(f"{where}: ModelServerConfig::model_type choice {config.model_type} not supported.")
+            raise _error(where, f"ModelServerConfig::model_type choice {config.model_type} not supported.")
         return "tensorflow"
     if not config.model_platform:
-        raise OptionsError(f"{where}: Illegal setting neither ModelServerConfig::model_type (deprecated) nor "
-                           f"ModelServerConfig::model_platform, model name is {config.name}. "
-                           "Add model_platform: 'tensorflow'.")
+        raise _error(where, "Illegal setting neither ModelServerConfig::model_type (deprecated) nor "
+                     f"ModelServerConfig::model_platform, model name is {config.name}",
+                     ". Add model_platform: 'tensorflow'.")
     if config.model_platform != "tensorflow":
-        raise OptionsError(f"{where}: Model {config.name} requests unsupported platform {config.model_platform}; "
-                           "only 'tensorflow' is served.")
+        raise _error(where, f"Model {config.name} requests unsupported platform {config.model_platform}",
+                     "; only 'tensorflow' is served.")
     return config.model_platform
 
 
@@ -131,39 +141,49 @@ def check_version_labels(spec: ModelSpec, available_versions=(), current_labels=
                                f"currently available for inference (label '{label}'): {hint}.")
 
 
+def specs_from_config(config, where: str, allow_unavailable_labels: bool) -> list:
+    """The ModelSpecs of a ModelServerConfig, checked in ServerCore::ReloadConfig's order: unique names and
+    absolute base paths for the whole list (ValidateModelConfigList), labels (UpdateModelVersionLabelMap,
+    against no loaded versions, as at start-up), platforms (CreateStoragePathRoutes). ``where`` is the file
+    or flags at start-up, "" for HandleReloadConfigRequest (TF Serving's bare messages). An empty config
+    serves nothing ("Taking no action for empty config"). Raises OptionsError."""
+    which = config.WhichOneof("config")
+    if which == "custom_model_config":
+        raise _error(where, "ModelServer does not yet support custom model config", "; use model_config_list.")
+    configs = list(config.model_config_list.config)
+    seen = set()
+    for c in configs:
+        if not c.name:  # TF Serving would serve it, under a name no request can give
+            raise _error(where, "a model has an empty name; give every model a name (its URL segment).")
+        if c.name in seen:
+            raise _error(where, f"Illegal to list model {c.name} multiple times in config list",
+                         ". Give each model a distinct name.")
+        seen.add(c.name)
+    for c in configs:
+        if is_relative_uri(c.base_path):
+            if where:
+                raise _error(where, f"Expected model {c.name} to have an absolute path or URI; got base_path()="
+                             f"{c.base_path!r}. Use an absolute path such as /models/{c.name}.")
+            raise _error(where, f"Expected model {c.name} to have an absolute path or URI; got "
+                         f"base_path()={c.base_path}")
+    specs = [ModelSpec(c.name, c.base_path, "tensorflow", _policy(c), dict(c.version_labels)) for c in configs]
+    for spec in specs:
+        check_version_labels(spec, allow_unavailable=allow_unavailable_labels)
+    return [dataclasses.replace(spec, model_platform=_platform(c, where)) for spec, c in zip(specs, configs)]
+
+
 def load_model_config(options: ServerOptions) -> list:
     """The models to serve at start-up, from --model_config_file or else --model_name/--model_base_path
-    (BuildSingleModelConfig: platform 'tensorflow', latest 1), checked as ServerCore::ReloadConfig does."""
+    (BuildSingleModelConfig: platform 'tensorflow', latest 1), checked by specs_from_config."""
+    config = model_server_config_pb2.ModelServerConfig()
     if options.model_config_file:
         where = f"--model_config_file '{options.model_config_file}'"
-        config = _read_text_proto(options.model_config_file, model_server_config_pb2.ModelServerConfig(),
-                                  "model_config_file")
-        which = config.WhichOneof("config")
-        if which == "custom_model_config":
-            raise OptionsError(f"{where}: ModelServer does not yet support custom model config; use model_config_list.")
-        configs = list(config.model_config_list.config)  # no config at all: TF "takes no action", serves nothing
+        read_text_proto(options.model_config_file, config, "model_config_file")
     else:
         where = "--model_name/--model_base_path"
-        configs = [model_server_config_pb2.ModelConfig(name=options.model_name, base_path=options.model_base_path,
-                                                       model_platform="tensorflow")]
-    specs, seen = [], set()
-    for config in configs:
-        if not config.name:
-            raise OptionsError(f"{where}: a model has an empty name; give every model a name (its URL segment).")
-        if config.name in seen:
-            raise OptionsError(f"{where}: Illegal to list model {config.name} multiple times in config list. "
-                               "Give each model a distinct name.")
-        seen.add(config.name)
-    for config in configs:
-        if is_relative_uri(config.base_path):
-            raise OptionsError(f"{where}: Expected model {config.name} to have an absolute path or URI; got "
-                               f"base_path()={config.base_path!r}. Use an absolute path such as /models/{config.name}.")
-    for config in configs:
-        spec = ModelSpec(config.name, config.base_path, _platform(config, where), _policy(config),
-                         dict(config.version_labels))
-        check_version_labels(spec, allow_unavailable=options.allow_version_labels_for_unavailable_models)
-        specs.append(spec)
-    return specs
+        config.model_config_list.config.add(name=options.model_name, base_path=options.model_base_path,
+                                            model_platform="tensorflow")
+    return specs_from_config(config, where, options.allow_version_labels_for_unavailable_models)
 
 
 def load_batching_parameters(path: str = ""):
@@ -174,7 +194,7 @@ def load_batching_parameters(path: str = ""):
     if not path:
         params.thread_pool_name.value = "model_server_batch_threads"
         return params
-    _read_text_proto(path, params, "batching_parameters_file")
+    read_text_proto(path, params, "batching_parameters_file")
     where = f"--batching_parameters_file '{path}'"
     if params.HasField("num_batch_threads") and params.num_batch_threads.value < 1:
         raise OptionsError(f"{where}: num_batch_threads must be positive; was {params.num_batch_threads.value}.")
@@ -208,5 +228,5 @@ def load_monitoring_config(path: str = ""):
     config with no path is served at DEFAULT_PROMETHEUS_PATH (http_server.cc)."""
     config = MonitoringConfig()
     if path:
-        _read_text_proto(path, config, "monitoring_config_file")
+        read_text_proto(path, config, "monitoring_config_file")
     return config

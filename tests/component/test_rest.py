@@ -5,6 +5,7 @@ import gzip
 import http.client
 import json
 import os
+import threading
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 
@@ -12,11 +13,14 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from serving.core import LoadedModel  # noqa: E402
+from serving.errors import ServingError  # noqa: E402
+from serving.metrics import ServingMetrics  # noqa: E402
 from serving.model_registry import ModelRegistry  # noqa: E402
-from serving.rest import RestServer  # noqa: E402
+from serving.http_server import RestServer  # noqa: E402
 from serving.server_config import ModelSpec  # noqa: E402
 
 B = 8  # images per request
+METRICS_PATH = "/monitoring/prometheus/metrics"
 
 
 @pytest.fixture(scope="module")
@@ -189,3 +193,157 @@ def test_keep_alive_serves_several_requests_on_one_connection(server):
             assert response.status == 200 and json.loads(response.read())["model_version_status"]
     finally:
         conn.close()
+
+
+# ---- metrics page ----------------------------------------------------------------------------------
+
+@pytest.fixture
+def metered(server):
+    """A second server over the same registry, exporting a fresh ServingMetrics at METRICS_PATH."""
+    rest = RestServer(server.api.registry, 0, host="127.0.0.1", metrics=ServingMetrics(), metrics_path=METRICS_PATH)
+    rest.start()
+    yield rest
+    rest.stop()
+
+
+def test_metrics_page_counts_rest_requests(metered, digits):
+    body = {"instances": digits[0][:2].tolist()}
+    assert call_json(metered, "POST", "/v1/models/digits:predict", body)[0] == 200
+    assert call_json(metered, "POST", "/v1/models/digits/labels/stable:predict", body)[0] == 200
+    assert call_json(metered, "GET", "/v1/models/digits")[0] == 200
+    assert error(metered, "POST", "/v1/models/nope:predict", body)[0] == 404
+    assert error(metered, "POST", "/v1/foo", "{}")[0] == 400
+    status, content_type, page = call(metered, "GET", METRICS_PATH)
+    assert (status, content_type) == (200, "text/plain")
+    lines = page.splitlines()
+    counts = [line for line in lines if line.startswith(":tensorflow:serving:request_count")]
+    assert sorted(counts) == [':tensorflow:serving:request_count{model_name="",status="INVALID_ARGUMENT"} 1',
+                              ':tensorflow:serving:request_count{model_name="digits",status="OK"} 3',
+                              ':tensorflow:serving:request_count{model_name="nope",status="NOT_FOUND"} 1']
+    assert "# TYPE :tensorflow:serving:request_count counter" in lines
+    assert "# TYPE :tensorflow:serving:request_latency histogram" in lines
+    # only OK requests are timed; the API label is the URL verb, empty for GET (http_server.cc)
+    timed = sorted(line for line in lines if line.startswith(":tensorflow:serving:request_latency_count"))
+    assert timed == [':tensorflow:serving:request_latency_count{model_name="digits",API="",entrypoint="REST"} 1',
+                     ':tensorflow:serving:request_latency_count{model_name="digits",API="predict",entrypoint="REST"} 2']
+    assert not [line for line in lines if line.startswith("# HELP") or "_total" in line]
+    # the page itself is not a /v1/ request: asking again leaves the counts as they were
+    assert sorted(line for line in call(metered, "GET", METRICS_PATH)[2].splitlines()
+                  if line.startswith(":tensorflow:serving:request_count")) == sorted(counts)
+
+
+def test_metrics_path_with_a_query_is_rejected(metered):
+    assert call(metered, "GET", METRICS_PATH + "?x=1") == (
+        400, "text/plain", f"Unexpected path: {METRICS_PATH}?x=1. Should be {METRICS_PATH}")
+
+
+def test_no_metrics_page_without_metrics_path(server):
+    status, content_type, text = call(server, "GET", METRICS_PATH)
+    assert status == 404 and content_type.startswith("text/html") and "<TITLE>404 Not Found</TITLE>" in text
+
+
+# ---- --rest_api_num_threads and --rest_api_timeout_in_ms, over a servable stub that blocks -------------
+
+class BlockingServable:
+    """predict() doubles its input once ``release`` is set, keeping count of the calls in flight."""
+
+    def __init__(self):
+        self.release = threading.Event()
+        self.cond = threading.Condition()
+        self.entered = self.running = self.max_running = 0
+
+    def input_specs(self, signature_name):
+        return {"x": (np.float32, None)}
+
+    def predict(self, signature_name, inputs):
+        with self.cond:
+            self.entered += 1
+            self.running += 1
+            self.max_running = max(self.max_running, self.running)
+            self.cond.notify_all()
+        try:
+            assert self.release.wait(60)
+            return {"y": np.asarray(inputs["x"]) * 2}
+        finally:
+            with self.cond:
+                self.running -= 1
+                self.cond.notify_all()
+
+    def wait_for(self, predicate):
+        with self.cond:
+            return self.cond.wait_for(lambda: predicate(self), timeout=60)
+
+
+class StubRegistry:
+    def __init__(self, servable):
+        self.servable = servable
+
+    def get(self, name, version=None, label=None):
+        if name != "stub":
+            raise ServingError(f"Servable not found for request: Latest({name})", "NOT_FOUND")
+        return 1, self.servable
+
+
+@pytest.fixture
+def stub():
+    servable = BlockingServable()
+    servers = []
+
+    def start(**kwargs):
+        rest = RestServer(StubRegistry(servable), 0, host="127.0.0.1", **kwargs)
+        rest.start()
+        servers.append(rest)
+        return rest
+
+    yield servable, start
+    servable.release.set()
+    for rest in servers:
+        rest.stop()
+
+
+def test_num_threads_bounds_the_requests_in_flight(stub):
+    servable, start = stub
+    rest = start(num_threads=2)
+    results = []
+    clients = [threading.Thread(target=lambda: results.append(
+        call_json(rest, "POST", "/v1/models/stub:predict", {"instances": [1.5]}))) for _ in range(3)]
+    for client in clients:
+        client.start()
+    assert servable.wait_for(lambda s: s.entered == 2)
+    assert rest.slots.wait_until(lambda active, waiting: (active, waiting) == (2, 1), timeout=60)
+    assert servable.entered == 2  # the third request waits for a thread: it is queued, not refused
+    servable.release.set()
+    for client in clients:
+        client.join(60)
+    assert results == [(200, {"predictions": [3.0]})] * 3
+    assert (servable.entered, servable.max_running) == (3, 2)
+
+
+def test_idle_keep_alive_connections_do_not_hold_a_thread(stub):
+    servable, start = stub
+    servable.release.set()
+    rest = start(num_threads=1)
+    connections = [http.client.HTTPConnection("127.0.0.1", rest.port, timeout=60) for _ in range(2)]
+    try:
+        for i in range(3):
+            for conn in connections:  # each stays open between its requests
+                conn.request("POST", "/v1/models/stub:predict", body=json.dumps({"inputs": [float(i)]}))
+                response = conn.getresponse()
+                assert (response.status, json.loads(response.read())) == (200, {"outputs": [2.0 * i]})
+    finally:
+        for conn in connections:
+            conn.close()
+
+
+def test_timeout_answers_deadline_exceeded(stub):
+    servable, start = stub
+    rest = start(timeout_ms=200, metrics=ServingMetrics(), metrics_path="/metrics")
+    assert call_json(rest, "POST", "/v1/models/stub:predict", {"instances": [1.0]}) == (
+        504, {"error": "Timed out waiting for notification"})
+    assert (servable.entered, servable.running) == (1, 1)  # the overdue run goes on in the background
+    servable.release.set()
+    assert servable.wait_for(lambda s: s.running == 0)
+    assert call_json(rest, "POST", "/v1/models/stub:predict", {"instances": [1.0]}) == (200, {"predictions": [2.0]})
+    page = call(rest, "GET", "/metrics")[2]
+    assert ':tensorflow:serving:request_count{model_name="stub",status="DEADLINE_EXCEEDED"} 1' in page
+    assert ':tensorflow:serving:request_count{model_name="stub",status="OK"} 1' in page
