@@ -1,0 +1,305 @@
+"""A client of the model server's Predict API (ours or TF Serving's), and ``digits predict``.
+
+    digits predict seven.png drawing.jpg        # REST on localhost:8501
+    digits predict batch.npy --grpc --json      # gRPC on localhost:8500, machine-readable output
+
+REST uses only the standard library, so importing this module and calling a REST server is fast;
+gRPC needs tensorflow-serving-api's generated stubs, whose TensorFlow protos import TensorFlow
+itself (several seconds), so they are imported only when a gRPC client makes its first call.
+Tensors are written and read as raw little-endian bytes (``tensor_content``) with numpy.
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import socket
+import sys
+import urllib.parse
+import warnings
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+__all__ = ["ClientError", "ModelClient", "main", "DEFAULT_REST_PORT", "DEFAULT_GRPC_PORT"]
+
+DEFAULT_REST_PORT, DEFAULT_GRPC_PORT = 8501, 8500
+INPUT_KEY, OUTPUT_KEY = "images", "probabilities"
+START_HINT = "start it with `make serve`, or pass --server HOST:PORT"
+
+
+class ClientError(Exception):
+    """A prediction that did not happen; the message is one line saying why and what to do."""
+
+
+def split_target(target: str, default_port: int) -> Tuple[str, int]:
+    """"host:port", "host", "[::1]:8501" or "http://host:port" as (host, port)."""
+    text = target.strip()
+    if "://" in text:
+        text = urllib.parse.urlsplit(text).netloc
+    host, sep, port = text.rpartition(":")
+    if not sep or "]" in port or (host.count(":") and not host.startswith("[")):  # no port, or bare IPv6
+        host, port = text, ""
+    host = host.strip("[]")
+    if not host:
+        raise ValueError(f"no host in server address {target!r}: expected HOST:PORT, e.g. localhost:8501")
+    if not port:
+        return host, default_port
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"bad port in server address {target!r}: expected HOST:PORT, e.g. localhost:8501")
+    return host, int(port)
+
+
+class ModelClient:
+    """Calls one model's Predict over REST (default) or gRPC; ``predict`` returns probabilities.
+
+    ``version`` pins a version, ``label`` a version label (TF Serving's model_version_policy
+    labels); with neither, the server picks its latest. Requests carry at most ``max_batch``
+    images, so a large .npy batch never meets a server's message-size limit.
+    """
+
+    max_batch = 256
+
+    def __init__(self, target: str, model_name: str = "mnist", version: Optional[int] = None,
+                 label: Optional[str] = None, signature_name: str = "serving_default", grpc: bool = False,
+                 timeout: float = 10.0):
+        if version is not None and label:
+            raise ValueError("pass a model version or a version label, not both")
+        self.host, self.port = split_target(target, DEFAULT_GRPC_PORT if grpc else DEFAULT_REST_PORT)
+        self.model_name, self.version, self.label = model_name, version, label
+        self.signature_name, self.grpc, self.timeout = signature_name, grpc, timeout
+        self._channel = self._stub = None
+
+    @property
+    def address(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}" if self.grpc else f"http://{host}:{self.port}"
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """float32 [N, 10] probabilities for images [N, 28, 28] (pixels 0..255 or 0..1)."""
+        images = np.asarray(images, dtype=np.float32)
+        if images.ndim != 3:
+            raise ValueError(f"expected images [N, 28, 28], got shape {list(images.shape)}")
+        chunks = [self._predict_one(images[i:i + self.max_batch]) for i in range(0, len(images), self.max_batch)]
+        return np.concatenate(chunks) if chunks else np.zeros((0, 10), np.float32)
+
+    def _predict_one(self, images: np.ndarray) -> np.ndarray:
+        probabilities = self._grpc_predict(images) if self.grpc else self._rest_predict(images)
+        if probabilities.ndim != 2 or len(probabilities) != len(images):
+            raise ClientError(f"the model server answered probabilities of shape {list(probabilities.shape)} "
+                              f"for {len(images)} images")
+        return probabilities
+
+    def close(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = self._stub = None
+
+    def __enter__(self) -> "ModelClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---- REST: POST /v1/models/<name>[/versions/<v>|/labels/<l>]:predict, TF Serving's row format ----
+
+    def rest_path(self) -> str:
+        path = "/v1/models/" + urllib.parse.quote(self.model_name, safe="")
+        if self.version is not None:
+            path += f"/versions/{int(self.version)}"
+        elif self.label:
+            path += "/labels/" + urllib.parse.quote(self.label, safe="")
+        return path + ":predict"
+
+    def _rest_predict(self, images: np.ndarray) -> np.ndarray:
+        body = json.dumps({"signature_name": self.signature_name, "instances": images.tolist()},
+                          separators=(",", ":")).encode()
+        status, reason, text = self._post(self.rest_path(), body)
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            doc = None
+        if status != 200:
+            if isinstance(doc, dict) and isinstance(doc.get("error"), str):
+                raise ClientError(f"the model server answered {status}: {_one_line(doc['error'])}")
+            raise ClientError(f"the server at {self.address} answered {status} {reason} without TF Serving's "
+                              f"JSON error: is that the model server's REST port?")
+        predictions = doc.get("predictions") if isinstance(doc, dict) else None
+        if not isinstance(predictions, list):
+            raise ClientError(f"the model server's answer has no \"predictions\" list: {_one_line(text)[:200]}")
+        try:  # several outputs: one object per image; a single output: its values directly
+            rows = [p[OUTPUT_KEY] if isinstance(p, dict) else p for p in predictions]
+            return np.asarray(rows, dtype=np.float32).reshape(len(rows), -1)
+        except (KeyError, TypeError, ValueError):
+            raise ClientError(f"the model server's predictions have no \"{OUTPUT_KEY}\" output: is "
+                              f"--signature-name {self.signature_name} the model's image signature?") from None
+
+    def _post(self, path: str, body: bytes) -> Tuple[int, str, str]:
+        connection = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        try:
+            connection.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+            response = connection.getresponse()
+            return response.status, response.reason, response.read().decode("utf-8", "replace")
+        except socket.timeout:  # before socket.error: it is one
+            raise self._timed_out() from None
+        except ConnectionRefusedError:
+            raise self._unreachable("connection refused") from None
+        except socket.gaierror as e:
+            raise self._unreachable(f"unknown host: {e.strerror or e}") from None
+        except (http.client.HTTPException, ConnectionResetError, BrokenPipeError) as e:
+            raise ClientError(f"the server at {self.address} did not answer in HTTP/1.1 ({type(e).__name__}): "
+                              f"if it is the gRPC port, add --grpc") from None
+        except OSError as e:
+            raise self._unreachable((e.strerror or str(e)).lower()) from None
+        finally:
+            connection.close()
+
+    # ---- gRPC: tensorflow.serving.PredictionService/Predict ----------------------------------------
+
+    def _grpc_predict(self, images: np.ndarray) -> np.ndarray:
+        import grpc
+
+        stub, predict_pb2 = self._grpc_stub()
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = self.model_name
+        if self.version is not None:
+            request.model_spec.version.value = int(self.version)
+        elif self.label:
+            request.model_spec.version_label = self.label
+        request.model_spec.signature_name = self.signature_name
+        tensor = request.inputs[INPUT_KEY]
+        tensor.dtype = 1  # DT_FLOAT
+        for size in images.shape:
+            tensor.tensor_shape.dim.add().size = size
+        tensor.tensor_content = np.ascontiguousarray(images, dtype="<f4").tobytes()
+        try:
+            response = stub.Predict(request, timeout=self.timeout)
+        except grpc.RpcError as e:
+            raise self._grpc_error(e) from None
+        if OUTPUT_KEY not in response.outputs:
+            raise ClientError(f"the model's signature {self.signature_name} has no \"{OUTPUT_KEY}\" output "
+                              f"(it has {', '.join(sorted(response.outputs)) or 'none'})")
+        return tensor_to_array(response.outputs[OUTPUT_KEY])
+
+    def _grpc_stub(self):
+        import grpc
+        from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+        if self._stub is None:
+            self._channel = grpc.insecure_channel(
+                f"{self.address}", options=[("grpc.max_send_message_length", -1),
+                                            ("grpc.max_receive_message_length", -1)])
+            self._stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+        return self._stub, predict_pb2
+
+    def _grpc_error(self, error) -> ClientError:
+        import grpc
+
+        code, details = error.code(), _one_line(error.details() or "")
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return self._timed_out()
+        if code == grpc.StatusCode.UNAVAILABLE:
+            return self._unreachable("connection refused" if "connection refused" in details.lower() else details)
+        return ClientError(f"the model server answered {code.name}: {details}")
+
+    # ---- messages ------------------------------------------------------------------------------------
+
+    def _unreachable(self, reason: str) -> ClientError:
+        return ClientError(f"cannot reach the model server at {self.address} ({reason}): {START_HINT}")
+
+    def _timed_out(self) -> ClientError:
+        return ClientError(f"the model server at {self.address} did not answer within {self.timeout:g} s: "
+                           f"pass a larger --timeout, or check the server")
+
+
+def tensor_to_array(tensor) -> np.ndarray:
+    """A float32 TensorProto as numpy, from tensor_content or float_val (one value repeated fills all)."""
+    shape = [d.size for d in tensor.tensor_shape.dim]
+    count = int(np.prod(shape)) if shape else 1
+    if tensor.tensor_content:
+        values = np.frombuffer(tensor.tensor_content, dtype="<f4")
+    else:
+        values = np.asarray(tensor.float_val, dtype=np.float32)
+        if values.size == 1 and count != 1:
+            values = np.full(count, values[0], np.float32)
+    if values.size != count:
+        raise ClientError(f"the model server sent a tensor of shape {shape} with {values.size} values")
+    return values.astype(np.float32).reshape(shape)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+# ---- digits predict ----------------------------------------------------------------------------------
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="digits predict",
+        description="Send images to the model server and print the digit each one shows. Photos and drawings "
+                    "are brought to MNIST's 28x28 form first; .npy arrays [H, W] or [N, H, W] are accepted too.")
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...) or .npy arrays")
+    parser.add_argument("--server", default=os.environ.get("DIGITS_SERVER"), metavar="HOST:PORT",
+                        help=f"the model server (default: $DIGITS_SERVER, else localhost:{DEFAULT_REST_PORT}, "
+                             f"or localhost:{DEFAULT_GRPC_PORT} with --grpc)")
+    parser.add_argument("--grpc", action="store_true", help="use the gRPC API instead of REST")
+    parser.add_argument("--model-name", default="mnist", help="model name on the server (default: %(default)s)")
+    pinned = parser.add_mutually_exclusive_group()
+    pinned.add_argument("--model-version", type=int, metavar="N", help="a version number (default: the latest)")
+    pinned.add_argument("--model-label", metavar="LABEL", help="a version label, e.g. stable")
+    parser.add_argument("--signature-name", default="serving_default", help="default: %(default)s")
+    parser.add_argument("--json", action="store_true", help="print a JSON list instead of one line per image")
+    parser.add_argument("--timeout", type=float, default=10.0, metavar="S",
+                        help="seconds to wait for the server (default: %(default)s)")
+    return parser
+
+
+def _shortest(value) -> float:
+    """A float32 as the shortest decimal that reads back as the same float32."""
+    return float(str(np.float32(value)))
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+    if args.timeout <= 0:
+        parser.error("--timeout must be positive")
+    if args.model_version is not None and args.model_version < 0:
+        parser.error("--model-version must be a non-negative integer")
+    target = args.server or f"localhost:{DEFAULT_GRPC_PORT if args.grpc else DEFAULT_REST_PORT}"
+    if args.grpc:  # the stubs import TensorFlow: keep its start-up logs and notices off the user's terminal
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        warnings.filterwarnings("ignore", category=FutureWarning, module="google")
+    try:
+        client = ModelClient(target, args.model_name, args.model_version, args.model_label,
+                             args.signature_name, args.grpc, args.timeout)
+    except ValueError as e:
+        parser.error(str(e))
+    from serving.mnist_image import ImageError, load_labelled
+
+    try:
+        names: List[str] = []
+        batches = []
+        for path in args.images:
+            labelled = load_labelled(path)
+            names += labelled[0]
+            batches.append(labelled[1])
+        with client:
+            probabilities = client.predict(np.concatenate(batches))
+    except (ClientError, ImageError) as e:
+        print(f"digits predict: {e}", file=sys.stderr)
+        return 1
+    digits = probabilities.argmax(axis=1)
+    if args.json:
+        print(json.dumps([{"image": name, "digit": int(d), "probability": _shortest(p[d]),
+                           "probabilities": [_shortest(v) for v in p]}
+                          for name, d, p in zip(names, digits, probabilities)], indent=1))
+    else:
+        for name, d, p in zip(names, digits, probabilities):
+            print(f"{name}: {d} (p={p[d]:.3f})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

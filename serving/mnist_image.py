@@ -1,0 +1,296 @@
+"""Photos, drawings and arrays brought to MNIST's form: 28×28, white digit on black, pixels 0..255.
+
+MNIST was made (LeCun et al.) by fitting each digit's bounding box into 20×20 with anti-aliasing,
+keeping the aspect ratio, and placing it in a 28×28 field so that its centre of mass is at the
+centre. A model trained on MNIST only knows that form, so every input is rebuilt the same way:
+
+1. grayscale (transparent drawings composited onto a background that contrasts with their ink);
+2. background = median of the border, polarity = whichever side of it the extreme pixels are on
+   (dark ink on light paper is inverted); the border's spread is the noise floor, subtracted;
+3. bounding box of the ink above a light threshold, over the connected parts that matter, so a
+   speck of dust does not stretch it;
+4. strokes too thin for 20 px (a pen on a big photo) are thickened to MNIST's width, then the box
+   is resized into 20×20 (LANCZOS: anti-aliased) and stretched so the brightest pixel is 255;
+5. pasted into 28×28 with the centre of mass rounded to pixel (14, 14), which is where real MNIST
+   digits have theirs (measured on the test set: 13.5..14.5 on both axes).
+
+Step 4's thickening is ours, not MNIST's: without it a ballpoint digit on a photo shrinks to faint
+0.2-px lines the model has never seen. An image already in MNIST form comes through almost unchanged:
+on 10,000 MNIST test digits, 98.8% differ by at most 3 of 255 per pixel; the rest are 1-px moves where
+a centre of mass sits on a rounding tie, or digits that MNIST itself cut at the field's edge.
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import List, Tuple, Union
+
+import numpy as np
+from PIL import Image, ImageFilter, ImageOps
+
+__all__ = ["ImageError", "load_images", "load_labelled", "to_mnist"]
+
+SIZE, BOX, CENTRE = 28, 20, 14.0
+MAX_SIDE = 1024        # larger photos are shrunk first: far more pixels than a digit needs
+MIN_CONTRAST = 24.0    # ink this close to the background (of 255) is no digit
+INK_THRESHOLD = 0.15   # share of the peak ink that counts for the bounding box
+KEEP_PART = 0.05       # connected parts lighter than this share of the heaviest are specks
+COARSE_SIDE = 128      # connected parts are found on a max-pooled map this size
+WORK_SIDE = 160        # strokes are measured and thickened on the digit at this size
+THIN_STROKE = 0.75     # stroke width at the 20-px scale below which strokes are thickened (MNIST: 1st pct 1.05)
+MNIST_STROKE = 1.5     # ... to about MNIST's 20th percentile (2·area/perimeter of the half-ink mask)
+
+
+class ImageError(ValueError):
+    """An input that cannot become a digit; the message names the file and what to do."""
+
+
+def to_mnist(image: Union[Image.Image, np.ndarray], name: str = "the image") -> np.ndarray:
+    """One image (PIL, or an array [H, W] in 0..1 or 0..255) as float32 [28, 28] in 0..255."""
+    gray = _pil_gray(image) if isinstance(image, Image.Image) else _array_gray(np.asarray(image), name)
+    ink = _ink(gray, name)
+    top, bottom, left, right = _bounding_box(ink, name)
+    longest = max(bottom - top, right - left)
+    # The box sets the scale; the crop keeps the faint edge (anti-aliasing) one output pixel around it.
+    margin = math.ceil(longest / BOX)
+    patch = ink[max(0, top - margin):bottom + margin, max(0, left - margin):right + margin]
+    fitted = _fit(patch, longest)
+    if not fitted.any():
+        raise ImageError(f"no digit found in {name}: the image is blank")
+    return _centre(fitted)
+
+
+def load_images(path: str) -> np.ndarray:
+    """The images of one file (an image, or a .npy [H, W] / [N, H, W]) as float32 [N, 28, 28]."""
+    return load_labelled(path)[1]
+
+
+def load_labelled(path: str) -> Tuple[List[str], np.ndarray]:
+    """Like ``load_images``, with a name per image: ``path``, or ``path[i]`` for a .npy batch."""
+    path = os.fspath(path)
+    if _is_npy(path):
+        array = _read_npy(path)
+        if array.ndim == 2:
+            return [path], to_mnist(array, path)[None]
+        names = [f"{path}[{i}]" for i in range(len(array))]
+        return names, np.stack([to_mnist(a, n) for a, n in zip(array, names)])
+    return [path], to_mnist(_read_image(path), path)[None]
+
+
+# ---- reading ------------------------------------------------------------------------------------
+
+def _is_npy(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+    except FileNotFoundError:
+        raise ImageError(f"cannot read {path}: no such file") from None
+    except IsADirectoryError:
+        raise ImageError(f"cannot read {path}: it is a directory; pass image files or .npy arrays") from None
+    except OSError as e:
+        raise ImageError(f"cannot read {path}: {e.strerror or e}") from None
+    if path.lower().endswith(".npy") and magic != b"\x93NUMPY":
+        raise ImageError(f"{path} is not a .npy file (no NumPy header): save arrays with numpy.save")
+    return magic == b"\x93NUMPY"
+
+
+def _read_npy(path: str) -> np.ndarray:
+    try:
+        array = np.load(path, allow_pickle=False)
+    except ValueError as e:
+        if "allow_pickle" in str(e):
+            raise ImageError(f"{path} holds Python objects, not numbers: save a numeric array "
+                             f"[28, 28] or [N, 28, 28] with numpy.save") from None
+        raise ImageError(f"cannot read {path} as a .npy array ({e}): save it with numpy.save") from None
+    except (OSError, EOFError) as e:
+        raise ImageError(f"cannot read {path} as a .npy array ({e}): is the file complete?") from None
+    if array.ndim not in (2, 3) or 0 in array.shape:
+        raise ImageError(f"{path} holds an array of shape {list(array.shape)}: expected one image "
+                         f"[H, W] such as [28, 28], or a batch [N, H, W]")
+    return _pixels(array, path)
+
+
+def _read_image(path: str) -> Image.Image:
+    try:
+        image = Image.open(path)
+        image.draft("L", (MAX_SIDE, MAX_SIDE))  # JPEG: decode at a reduced size, much faster
+        image.load()
+    except Image.UnidentifiedImageError:
+        raise ImageError(f"{path} is neither an image Pillow can read nor a .npy array: pass a PNG, JPEG, "
+                         f"BMP, GIF, TIFF or WebP image, or an array saved with numpy.save") from None
+    except Image.DecompressionBombError:
+        raise ImageError(f"{path} has too many pixels to be a digit: crop or shrink it first") from None
+    except OSError as e:
+        raise ImageError(f"cannot decode {path} ({e}): is the file complete?") from None
+    return image
+
+
+def _pixels(array: np.ndarray, name: str) -> np.ndarray:
+    """Numbers in 0..1 (scaled up) or 0..255, as float32; anything else is an error."""
+    if array.dtype == bool:
+        return array.astype(np.float32) * 255
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise ImageError(f"{name} holds values of type {array.dtype}: expected pixel numbers in 0..255 or 0..1")
+    array = array.astype(np.float32)
+    if not np.isfinite(array).all():
+        raise ImageError(f"{name} holds NaN or infinite values: expected pixels in 0..255 or 0..1")
+    low, high = float(array.min()), float(array.max())
+    if low < 0 or high > 255:
+        raise ImageError(f"{name} holds values from {low:g} to {high:g}: expected pixels in 0..255 or 0..1")
+    return array * 255 if high <= 1 else array
+
+
+def _pil_gray(image: Image.Image) -> np.ndarray:
+    try:
+        image = ImageOps.exif_transpose(image)  # phone photos are stored sideways with a rotate tag
+    except Exception:  # noqa: BLE001 - a broken EXIF block only loses the orientation
+        pass
+    if image.mode.startswith("I;16"):
+        gray = np.asarray(image, dtype=np.float32) / 257
+    elif image.mode in ("I", "F"):
+        gray = np.asarray(image, dtype=np.float32)
+        high = float(gray.max()) if gray.size else 0.0
+        gray = gray * (255 / high) if high > 255 else np.clip(gray, 0, 255)
+    else:
+        if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
+            image = _flatten(image.convert("RGBA"))
+        gray = np.asarray(image.convert("L"), dtype=np.float32)
+    return _shrink(gray)
+
+
+def _flatten(rgba: Image.Image) -> Image.Image:
+    """Composited onto white, or onto black when the visible strokes are light (white on clear)."""
+    pixels = np.asarray(rgba, dtype=np.float32)
+    alpha = pixels[..., 3] / 255
+    luma = pixels[..., :3] @ np.array([0.299, 0.587, 0.114], np.float32)
+    light = alpha.sum() > 0 and float((luma * alpha).sum() / alpha.sum()) > 127.5
+    background = Image.new("RGBA", rgba.size, (0, 0, 0, 255) if light else (255, 255, 255, 255))
+    return Image.alpha_composite(background, rgba)
+
+
+def _array_gray(array: np.ndarray, name: str) -> np.ndarray:
+    if array.ndim != 2 or 0 in array.shape:
+        raise ImageError(f"{name} has shape {list(array.shape)}: expected one image [H, W] such as [28, 28]")
+    return _shrink(_pixels(array, name))
+
+
+def _shrink(gray: np.ndarray) -> np.ndarray:
+    height, width = gray.shape
+    scale = MAX_SIDE / max(height, width)
+    if scale >= 1:
+        return gray
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return np.asarray(Image.fromarray(gray, "F").resize(size, Image.BOX), dtype=np.float32)
+
+
+# ---- finding the digit --------------------------------------------------------------------------
+
+def _ink(gray: np.ndarray, name: str) -> np.ndarray:
+    """How far each pixel is from the background towards the ink side, less the noise floor."""
+    height, width = gray.shape
+    frame = max(1, min(height, width) // 20)
+    border = np.concatenate([gray[:frame].ravel(), gray[-frame:].ravel(),
+                             gray[:, :frame].ravel(), gray[:, -frame:].ravel()])
+    background = float(np.median(border))
+    # The extreme pixels say which side the ink is on; tiny digits may be under 1% of a photo.
+    low, high = np.percentile(gray, [0.1, 99.9])
+    ink = background - gray if background - low > high - background else gray - background
+    noise = 3 * 1.4826 * float(np.median(np.abs(border - background)))  # ~3 sigma of paper/sensor noise
+    ink = np.clip(ink - noise, 0, None)
+    peak = float(ink.max())
+    if peak < MIN_CONTRAST:
+        raise ImageError(f"no digit found in {name}: the image is blank")
+    return ink * (255 / peak)
+
+
+def _bounding_box(ink: np.ndarray, name: str) -> Tuple[int, int, int, int]:
+    """(top, bottom, left, right) of the ink, over the connected parts heavier than a speck."""
+    mask = ink > INK_THRESHOLD * 255
+    factor = max(1, math.ceil(max(ink.shape) / COARSE_SIDE))
+    coarse_mask = _pool(mask, factor, np.max)  # max-pooling keeps hairlines connected
+    mass = _pool(ink, factor, np.sum)
+    labels = _components(coarse_mask)
+    parts, inverse = np.unique(labels[coarse_mask], return_inverse=True)
+    weights = np.bincount(inverse, weights=mass[coarse_mask])
+    kept = np.isin(labels, parts[weights >= KEEP_PART * weights.max()]) & coarse_mask
+    rows, cols = np.nonzero(kept.any(axis=1))[0], np.nonzero(kept.any(axis=0))[0]
+    # The coarse box, one coarse pixel wider, is refined on the full-size mask.
+    top, bottom = max(0, (rows[0] - 1) * factor), (rows[-1] + 2) * factor
+    left, right = max(0, (cols[0] - 1) * factor), (cols[-1] + 2) * factor
+    window = mask[top:bottom, left:right]
+    rows, cols = np.nonzero(window.any(axis=1))[0], np.nonzero(window.any(axis=0))[0]
+    if rows.size == 0:
+        raise ImageError(f"no digit found in {name}: the image is blank")
+    return top + rows[0], top + rows[-1] + 1, left + cols[0], left + cols[-1] + 1
+
+
+def _pool(array: np.ndarray, factor: int, reduce) -> np.ndarray:
+    if factor == 1:
+        return array
+    height, width = array.shape
+    padded = np.zeros((-(-height // factor) * factor, -(-width // factor) * factor), array.dtype)
+    padded[:height, :width] = array
+    return reduce(padded.reshape(padded.shape[0] // factor, factor, -1, factor), axis=(1, 3))
+
+
+def _components(mask: np.ndarray) -> np.ndarray:
+    """8-connected labels: each pixel takes its neighbourhood's smallest index until nothing changes."""
+    height, width = mask.shape
+    none = height * width
+    labels = np.where(mask, np.arange(none).reshape(height, width), none)
+    while True:
+        padded = np.pad(labels, 1, constant_values=none)
+        smallest = labels.copy()
+        for dy in range(3):
+            for dx in range(3):
+                np.minimum(smallest, padded[dy:dy + height, dx:dx + width], out=smallest)
+        smallest = np.where(mask, smallest, none)
+        flat = np.append(smallest.ravel(), none)
+        smallest = np.where(mask, flat[smallest], none)  # pointer jumping: far fewer rounds
+        if np.array_equal(smallest, labels):
+            return labels
+        labels = smallest
+
+
+# ---- MNIST's normalization ----------------------------------------------------------------------
+
+def _fit(patch: np.ndarray, longest: int) -> np.ndarray:
+    """Resized so the ink box's longer side (``longest``) is 20 px, strokes as thick as MNIST's, peak 255."""
+    image = Image.fromarray(np.ascontiguousarray(patch, dtype=np.float32), "F")
+    if longest > WORK_SIDE:
+        scale = WORK_SIDE / longest
+        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BOX)
+        longest = WORK_SIDE
+    if longest >= 2 * BOX:
+        width = _stroke_width(np.asarray(image) > 127.5) * BOX / longest
+        if width < THIN_STROKE:
+            grow = (MNIST_STROKE - width) * longest / BOX
+            size = min(15, 1 + 2 * math.ceil(grow / 2))  # MaxFilter widens by size - 1, which must be even
+            image = image.filter(ImageFilter.MaxFilter(size))
+            longest += size - 1  # the ink box grew with the strokes
+    scale = BOX / longest
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    fitted = np.clip(np.asarray(image.resize(size, Image.LANCZOS), dtype=np.float32), 0, None)
+    peak = float(fitted.max())
+    return fitted * (255 / peak) if peak > 0 else fitted
+
+
+def _stroke_width(mask: np.ndarray) -> float:
+    """2·area / perimeter: a stroke of width w and length L has area wL and perimeter about 2L."""
+    perimeter = (np.count_nonzero(mask[1:] != mask[:-1]) + np.count_nonzero(mask[:, 1:] != mask[:, :-1])
+                 + np.count_nonzero(mask[[0, -1]]) + np.count_nonzero(mask[:, [0, -1]]))
+    return 2 * np.count_nonzero(mask) / max(1, perimeter)
+
+
+def _centre(patch: np.ndarray) -> np.ndarray:
+    """Pasted into 28×28 with its centre of mass at pixel (14, 14), rounded; what falls outside is cut."""
+    height, width = patch.shape
+    total = patch.sum()
+    cy = float((patch.sum(axis=1) * np.arange(height)).sum() / total)
+    cx = float((patch.sum(axis=0) * np.arange(width)).sum() / total)
+    top, left = math.floor(CENTRE - cy + 0.5), math.floor(CENTRE - cx + 0.5)
+    out = np.zeros((SIZE, SIZE), np.float32)
+    y0, x0 = max(0, top), max(0, left)
+    y1, x1 = min(SIZE, top + height), min(SIZE, left + width)
+    out[y0:y1, x0:x1] = patch[y0 - top:y1 - top, x0 - left:x1 - left]
+    return np.clip(out, 0, 255)

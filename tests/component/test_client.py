@@ -1,0 +1,266 @@
+"""serving.client (ModelClient and `digits predict`) against real in-process servers: serving.rest and
+serving.grpc_front over a ModelRegistry serving the conftest SavedModel as version 1 of "mnist"."""
+import json
+import os
+import socket
+import subprocess
+import sys
+
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from serving.client import ClientError, ModelClient, main, split_target  # noqa: E402
+from serving.core import LoadedModel  # noqa: E402
+from serving.mnist_image import load_images, to_mnist  # noqa: E402
+from serving.model_registry import ModelRegistry  # noqa: E402
+from serving.http_server import RestServer  # noqa: E402
+from serving.server_config import ModelSpec  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+START_HINT = "start it with `make serve`, or pass --server HOST:PORT"
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory, digits_export):
+    base = tmp_path_factory.mktemp("client_models") / "mnist"
+    base.mkdir()
+    os.symlink(digits_export, base / "1")
+    registry = ModelRegistry([ModelSpec("mnist", str(base), version_labels={"stable": 1})],
+                             LoadedModel.load, poll_seconds=-1)
+    registry.poll_once()
+    return registry
+
+
+@pytest.fixture(scope="module")
+def rest(registry):
+    server = RestServer(registry, 0, host="127.0.0.1")
+    server.start()
+    yield f"127.0.0.1:{server.port}"
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def grpc_target(registry):
+    from serving.grpc_front import GrpcServer  # imported here so the REST tests run on their own
+
+    server = GrpcServer(registry, -1, host="127.0.0.1")
+    server.start()
+    yield f"127.0.0.1:{server.port}"
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def served(registry):
+    return registry.get("mnist")[1]
+
+
+def core_probabilities(served, images):
+    return served.predict("serving_default", {"images": np.asarray(images, np.float32)})["probabilities"]
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory, digits):
+    """Eight real test digits photographed: dark ink on light paper, 300x200, off-centre, as PNG files."""
+    root = tmp_path_factory.mktemp("photos")
+    paths = []
+    for i, digit in enumerate(digits[0][:8]):
+        ink = np.asarray(Image.fromarray(digit.astype(np.uint8)).resize((168, 168), Image.BILINEAR), np.float32)
+        page = np.full((200, 300), 235, np.float32)
+        page[16:184, 110:278] -= ink / 255 * 210
+        page += np.random.default_rng(i).normal(0, 3, page.shape)
+        path = str(root / f"digit{i}.png")
+        Image.fromarray(np.clip(page, 0, 255).astype(np.uint8)).save(path)
+        paths.append(path)
+    return paths
+
+
+def free_port():
+    """A port nobody listens on: bound, then released."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(capsys, argv):
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# ---- the library -----------------------------------------------------------------------------------
+
+def test_rest_probabilities_equal_the_core(rest, served, digits):
+    images = np.stack([to_mnist(image) for image in digits[0][:16]])
+    got = ModelClient(rest).predict(images)
+    assert got.dtype == np.float32 and got.shape == (16, 10)
+    assert np.array_equal(got, core_probabilities(served, images))
+
+
+def test_versions_labels_and_batching(rest, served, digits, monkeypatch):
+    images = digits[0][:5]
+    want = core_probabilities(served, images)
+    assert np.array_equal(ModelClient(rest, version=1).predict(images), want)
+    assert np.array_equal(ModelClient(rest, label="stable").predict(images), want)
+    client = ModelClient(rest)
+    monkeypatch.setattr(client, "max_batch", 2)  # 3 requests of 2, 2 and 1 images
+    # (the model's float results depend on the batch size in the last bit, so compare chunk by chunk)
+    chunks = [core_probabilities(served, images[i:i + 2]) for i in (0, 2, 4)]
+    assert np.array_equal(client.predict(images), np.concatenate(chunks))
+    assert client.predict(np.zeros((0, 28, 28))).shape == (0, 10)
+
+
+def test_mnist_digits_keep_their_predicted_class_through_to_mnist(served, digits):
+    images = digits[0]
+    prepared = np.stack([to_mnist(image) for image in images])
+    want = core_probabilities(served, images).argmax(axis=1)
+    assert np.array_equal(core_probabilities(served, prepared).argmax(axis=1), want)
+
+
+def test_photographed_digits_are_predicted_like_the_originals(served, digits, photos):
+    prepared = np.concatenate([load_images(path) for path in photos])
+    got = core_probabilities(served, prepared).argmax(axis=1)
+    want = core_probabilities(served, digits[0][:len(photos)]).argmax(axis=1)
+    assert np.mean(got == want) >= 7 / 8, (got, want)
+
+
+def test_server_errors_are_one_line(rest, digits):
+    images = digits[0][:1]
+    cases = [
+        (ModelClient(rest, model_name="nope"), "the model server answered 404: Servable not found for request: "
+                                               "Latest(nope)"),
+        (ModelClient(rest, version=7), "the model server answered 404: Servable not found for request: "
+                                       "Specific(mnist, 7)"),
+        (ModelClient(rest, signature_name="nope"), 'the model server answered 400: Serving signature name: "nope" '
+                                                   'not found in signature def'),
+    ]
+    for client, message in cases:
+        with pytest.raises(ClientError) as error:
+            client.predict(images)
+        assert str(error.value) == message
+
+
+def test_server_that_does_not_answer_times_out(digits):
+    with socket.socket() as listener:  # accepts connections (the kernel does) but never answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        with pytest.raises(ClientError) as error:
+            ModelClient(f"127.0.0.1:{port}", timeout=0.2).predict(digits[0][:1])
+    assert str(error.value) == (f"the model server at http://127.0.0.1:{port} did not answer within 0.2 s: "
+                                f"pass a larger --timeout, or check the server")
+
+
+def test_split_target():
+    assert split_target("localhost", 8501) == ("localhost", 8501)
+    assert split_target("example.org:9000", 8501) == ("example.org", 9000)
+    assert split_target("http://127.0.0.1:8601/", 8501) == ("127.0.0.1", 8601)
+    assert split_target("[::1]:8500", 8501) == ("::1", 8500)
+    assert split_target("::1", 8500) == ("::1", 8500)
+    for bad in ("host:port", ":8501", "host:70000"):
+        with pytest.raises(ValueError, match="expected HOST:PORT"):
+            split_target(bad, 8501)
+
+
+# ---- digits predict ----------------------------------------------------------------------------------
+
+def test_predict_prints_the_models_digit_per_image(rest, served, photos, capsys):
+    code, out, err = run(capsys, ["--server", rest, *photos])
+    assert code == 0 and err == ""
+    probabilities = core_probabilities(served, np.concatenate([load_images(p) for p in photos]))
+    want = [f"{path}: {p.argmax()} (p={p.max():.3f})" for path, p in zip(photos, probabilities)]
+    assert out.splitlines() == want
+
+
+def test_predict_json_and_npy_batches(rest, served, digits, tmp_path, capsys):
+    batch = str(tmp_path / "batch.npy")
+    np.save(batch, digits[0][:3].astype(np.uint8))
+    code, out, _ = run(capsys, ["--server", rest, "--json", batch])
+    assert code == 0
+    doc = json.loads(out)
+    want = core_probabilities(served, load_images(batch))
+    assert [row["image"] for row in doc] == [f"{batch}[{i}]" for i in range(3)]
+    assert [row["digit"] for row in doc] == want.argmax(axis=1).tolist()
+    assert np.array_equal(np.array([row["probabilities"] for row in doc], np.float32), want)
+    assert [np.float32(row["probability"]) for row in doc] == want.max(axis=1).tolist()
+    code, out, _ = run(capsys, ["--server", rest, batch])
+    assert [line.split(":")[0] for line in out.splitlines()] == [f"{batch}[{i}]" for i in range(3)]
+
+
+def test_predict_uses_digits_server_from_the_environment(rest, photos, capsys, monkeypatch):
+    monkeypatch.setenv("DIGITS_SERVER", rest)
+    code, out, _ = run(capsys, [photos[0], "--model-label", "stable"])
+    assert code == 0 and out.startswith(f"{photos[0]}: ")
+
+
+def test_predict_unknown_model_exits_1_with_the_servers_message(rest, photos, capsys):
+    code, out, err = run(capsys, ["--server", rest, "--model-name", "nope", photos[0]])
+    assert (code, out) == (1, "")
+    assert err == "digits predict: the model server answered 404: Servable not found for request: Latest(nope)\n"
+
+
+def test_predict_without_a_server_says_how_to_start_one(photos, capsys):
+    port = free_port()
+    code, out, err = run(capsys, ["--server", f"127.0.0.1:{port}", photos[0]])
+    assert (code, out) == (1, "")
+    assert err == (f"digits predict: cannot reach the model server at http://127.0.0.1:{port} "
+                   f"(connection refused): {START_HINT}\n")
+
+
+def test_predict_bad_image_exits_1(rest, tmp_path, capsys):
+    blank = str(tmp_path / "blank.png")
+    Image.new("L", (64, 64), 255).save(blank)
+    code, out, err = run(capsys, ["--server", rest, blank])
+    assert (code, out, err) == (1, "", f"digits predict: no digit found in {blank}: the image is blank\n")
+
+
+@pytest.mark.parametrize("argv", [[], ["--model-version", "1", "--model-label", "x", "a.png"],
+                                  ["--server", "host:port", "a.png"], ["--timeout", "0", "a.png"]])
+def test_predict_bad_usage_exits_2(argv, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    assert "usage: digits predict" in capsys.readouterr().err
+
+
+def test_digits_predict_starts_without_tensorflow_or_tfx(tmp_path):
+    """`digits predict` goes through pipeline.cli lazily; REST needs neither TFX nor TensorFlow."""
+    script = ("import sys\nfrom pipeline import cli\ncode = cli.main(['predict', '--server', '127.0.0.1:%d', 'x.png'])\n"
+              "assert code == 1, code\n"
+              "assert not {'tensorflow', 'tfx'} & set(sys.modules), sorted(m for m in sys.modules if 'tf' in m)\n"
+              % free_port())
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                            env=dict(os.environ, PYTHONPATH=ROOT), timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "digits predict: cannot read x.png: no such file\n"
+
+
+# ---- gRPC ------------------------------------------------------------------------------------------
+
+def test_grpc_and_rest_give_identical_probabilities(rest, grpc_target, served, digits):
+    images = np.stack([to_mnist(image) for image in digits[0][:16]])
+    with ModelClient(grpc_target, grpc=True) as client:
+        by_grpc = client.predict(images)
+        assert np.array_equal(client.predict(images[:3]), core_probabilities(served, images[:3]))  # channel reused
+    assert np.array_equal(by_grpc, ModelClient(rest).predict(images))
+    assert np.array_equal(by_grpc, core_probabilities(served, images))
+    with ModelClient(grpc_target, grpc=True, label="stable") as client:
+        assert np.array_equal(client.predict(images[:2]), core_probabilities(served, images[:2]))
+
+
+def test_grpc_predict_prints_what_rest_prints(rest, grpc_target, photos, capsys):
+    _, by_rest, _ = run(capsys, ["--server", rest, *photos])
+    code, by_grpc, err = run(capsys, ["--grpc", "--server", grpc_target, *photos])
+    assert (code, err) == (0, "") and by_grpc == by_rest
+
+
+def test_grpc_errors(grpc_target, photos, capsys, digits):
+    code, _, err = run(capsys, ["--grpc", "--server", grpc_target, "--model-version", "7", photos[0]])
+    assert (code, err) == (1, "digits predict: the model server answered NOT_FOUND: "
+                              "Servable not found for request: Specific(mnist, 7)\n")
+    port = free_port()
+    code, _, err = run(capsys, ["--grpc", "--server", f"127.0.0.1:{port}", photos[0]])
+    assert (code, err) == (1, f"digits predict: cannot reach the model server at 127.0.0.1:{port} "
+                              f"(connection refused): {START_HINT}\n")
