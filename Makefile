@@ -6,13 +6,14 @@ SHELL := /bin/bash
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-# Extra options, e.g. `make run ARGS="--epochs 1 --train-examples 5000"` or `make test PYTEST_ARGS="-k idx"`.
+# Extra options, e.g. `make run ARGS="--epochs 1 --train-examples 5000"`, `make serve ARGS="--rest_api_port=9001"`
+# or `make test PYTEST_ARGS="-k idx"`.
 ARGS        ?=
 PYTEST_ARGS ?=
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL ?= 1
 
-.PHONY: help setup run test test-fast bench lock clean
+.PHONY: help setup run serve test bench lock clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -30,6 +31,9 @@ $(STAMP): requirements.lock setup.py
 
 run: $(STAMP)  ## run the pipeline on the embedded defaults and push the model to artifacts/serving
 	$(VENV)/bin/digits run $(ARGS)
+
+serve: $(STAMP)  ## serve what `make run` pushed: TF Serving's gRPC on :8500, REST on :8501 (flags: ARGS="--port=9000")
+	$(VENV)/bin/digits serve $(ARGS)
 
 test: $(STAMP)  ## run the whole test suite
 	$(PY) -m pytest tests $(PYTEST_ARGS)

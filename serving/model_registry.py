@@ -3,6 +3,7 @@
 HandleReloadConfigRequest runs it)."""
 from __future__ import annotations
 
+import logging
 import threading
 from types import MappingProxyType
 from typing import Any, Callable, Iterable, Optional
@@ -11,6 +12,8 @@ from serving.errors import ServingError
 from serving.options import OptionsError
 from serving.server_config import ModelSpec, is_relative_uri, check_version_labels
 from serving.versions import VersionManager
+
+log = logging.getLogger(__name__)
 
 
 class ModelRegistry:
@@ -61,6 +64,24 @@ class ModelRegistry:
     def poll_once(self) -> None:
         for manager in self._managers.values():
             manager.poll_once()
+
+    def start_and_wait(self, stopping: Optional[threading.Event] = None) -> None:
+        """ServerCore::Create: polls until every model has a version AVAILABLE, raising ServingError (as
+        WaitUntilModelsAvailable) when a model's version ended without loading; then polls in the background.
+        A model with no version on disk is waited for, as TF Serving waits, re-polling every poll_seconds
+        (at least 1 s), until it appears or ``stopping`` is set."""
+        stopping = stopping or threading.Event()
+        waiting = list(self._managers.values())
+        while waiting and not stopping.is_set():
+            for manager in waiting:
+                manager.poll_once()
+            self._check_available(waiting)
+            waiting = [m for m in waiting if not m.available_versions()]
+            if waiting:
+                log.warning("Waiting for a version of %s to appear: the model server opens its ports once every "
+                            "model has one.", ", ".join(f"{m.name} under {m.spec.base_path}" for m in waiting))
+                stopping.wait(max(min(m.poll_seconds for m in waiting), 1.0))
+        self.start()
 
     def start(self) -> None:
         self._started = True

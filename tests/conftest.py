@@ -65,3 +65,47 @@ def pipeline_run(tmp_path_factory):
         pipeline_root=str(root / "root"), serving_dir=str(root / "serving"), **SMALL_RUN)
     summary = local_runner.run(config)
     return config, summary
+
+
+def export_digits_model(root, package_splits, seed: int, epochs: int) -> str:
+    """A real SavedModel made by the pipeline's own code: the tf.Transform graph of preprocessing_fn, the
+    seed MLP fitted for ``epochs`` x 63 steps on 2,000 normalized MNIST images, signatures.export()."""
+    import tensorflow as tf
+    import tensorflow_transform as tft
+    import tensorflow_transform.beam as tft_beam
+    from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils
+
+    from components import features, signatures
+    from components.model import HParams, build_model
+    from components.preprocessing import preprocessing_fn
+
+    feature_spec = {features.IMAGE_KEY: tf.io.FixedLenFeature([features.NUM_PIXELS], tf.int64),
+                    features.LABEL_KEY: tf.io.FixedLenFeature([], tf.int64)}
+    raw_metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(feature_spec))
+    train = package_splits["train"]
+    images, labels = train.images[:2000].astype(np.int64), train.labels[:2000]
+    # preprocessing_fn has no analyzers, so a few rows are enough to build the transform graph.
+    rows = [{features.IMAGE_KEY: images[i], features.LABEL_KEY: int(labels[i])} for i in range(8)]
+    transform_dir = os.path.join(root, "transform")
+    with tft_beam.Context(temp_dir=os.path.join(root, "tft_tmp"), force_tf_compat_v1=False):
+        transform_fn = (rows, raw_metadata) | tft_beam.AnalyzeDataset(preprocessing_fn)
+        _ = transform_fn | tft_beam.WriteTransformFn(transform_dir)
+    metadata_io.write_metadata(raw_metadata, os.path.join(transform_dir, tft.TFTransformOutput.RAW_METADATA_DIR))
+    tf_transform_output = tft.TFTransformOutput(transform_dir)
+
+    transformed = tf_transform_output.transform_raw_features(
+        {features.IMAGE_KEY: tf.constant(images), features.LABEL_KEY: tf.constant(labels)})
+    x = transformed[features.transformed_name(features.IMAGE_KEY)].numpy()
+    tf.keras.utils.set_random_seed(seed)
+    model = build_model(HParams(epochs=1))
+    model.fit(x, labels, batch_size=32, epochs=epochs, verbose=0)
+    export_dir = os.path.join(root, "model")
+    signatures.export(model, tf_transform_output, export_dir)
+    return export_dir
+
+
+@pytest.fixture(scope="session")
+def digits_exports(tmp_path_factory, package_splits):
+    """Two different real exports, to serve as versions 1 and 2 of one model."""
+    return tuple(export_digits_model(str(tmp_path_factory.mktemp(f"export_{i}")), package_splits, seed, epochs)
+                 for i, (seed, epochs) in enumerate([(0, 4), (1, 1)]))
