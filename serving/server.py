@@ -90,19 +90,54 @@ class ModelServer:
         self.options, self.config = options, config
         self.metrics = ServingMetrics()
         tags = [t for t in options.saved_model_tags.split(",") if t]
-        loader = self.metrics.instrument_loader(
-            lambda path: LoadedModel.load(path, tags, method_name_check=options.enable_signature_method_name_check))
+
+        def loader(path: str):
+            return LoadedModel.load(path, tags, method_name_check=options.enable_signature_method_name_check)
+        unloader, self.batch_scheduler = None, None
+        if config.batching is not None:
+            loader, unloader = self._batching_loader(loader)
         self.registry = ModelRegistry(
-            config.specs, loader, poll_seconds=options.file_system_poll_wait_seconds,
+            config.specs, self.metrics.instrument_loader(loader), unloader,
+            poll_seconds=options.file_system_poll_wait_seconds,
             allow_version_labels_for_unavailable_models=options.allow_version_labels_for_unavailable_models,
             max_num_load_retries=options.max_num_load_retries,
             load_retry_interval_seconds=max(options.load_retry_interval_micros, 0) / 1e6)
-        if config.batching is not None:
-            log.warning("--enable_batching: the batching parameters are valid, but this server does not batch "
-                        "requests yet; each request runs on its own.")
         self.grpc = self.rest = None
         self._config_poller: Optional[threading.Thread] = None
         self._stopped = threading.Event()
+
+    def _batching_loader(self, load):
+        """--enable_batching: each loaded version is wrapped for batching (WrapSessionForBatching) over one
+        scheduler whose threads every model shares (model_server_batch_threads); unloading a version closes
+        its queues. Without --batching_parameters_file the defaults are serving.batching.TUNED_DEFAULTS.
+        With --enable_per_model_batching_parameters a version's own batching_params.pbtxt decides, and a
+        version without one is not batched (GetPerModelBatchingParams); the threads stay the common ones."""
+        from serving.batching import TUNED_DEFAULTS, BatchingModel, BatchingOptions, BatchScheduler
+
+        def options_from(params):
+            return BatchingOptions.from_settings(server_config.effective_batching(params))
+
+        per_model = self.options.enable_per_model_batching_parameters
+        common = options_from(self.config.batching) if self.options.batching_parameters_file else TUNED_DEFAULTS
+        if not self.options.batching_parameters_file:
+            log.info("--enable_batching without --batching_parameters_file: batching with %s", common)
+        self.batch_scheduler = BatchScheduler(common.num_batch_threads, common.thread_pool_name)
+
+        def load_batching(path: str):
+            model = load(path)
+            options = common
+            if per_model:
+                params_file = os.path.join(path, "batching_params.pbtxt")
+                if not os.path.isfile(params_file):
+                    return model
+                options = options_from(server_config.load_batching_parameters(params_file))
+            log.info("Wrapping session to perform batch processing")
+            return BatchingModel(model, options, self.batch_scheduler)
+
+        def unload(servable) -> None:
+            if isinstance(servable, BatchingModel):
+                servable.close()
+        return load_batching, unload
 
     def start(self) -> None:
         """Loads every model (as ServerCore::Create waits for them), then opens the ports."""
@@ -157,6 +192,8 @@ class ModelServer:
         if self.grpc is not None:
             self.grpc.stop(grace=5.0)
         self.registry.stop()
+        if self.batch_scheduler is not None:
+            self.batch_scheduler.stop()
 
     def wait(self) -> None:
         while not self._stopped.wait(1.0):  # a timed wait keeps the main thread responsive to signals
