@@ -12,14 +12,15 @@ Sources, all in tensorflow/serving 2.16.1 unless named otherwise:
 - ``model_servers/http_rest_api_handler.cc`` GetInfoMap(): ``input_specs()`` for the REST codec.
 - ``tensorflow/core/framework/function.cc`` FunctionCallFrame::SetArgs(): wrong input dtype.
 
-Thread-safety: nothing is mutated after ``load``; concurrent calls only share read-only state and
-the concrete functions, which TensorFlow runs concurrently.
+Signatures run as TF Serving runs them, Session::Run of the SignatureDef's tensors
+(``serving.session_bundle``). Thread-safety: nothing is mutated after ``load``; concurrent calls only
+share read-only state and the session, which TensorFlow runs concurrently.
 """
 from __future__ import annotations
 
 import os
 import re
-from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 
@@ -29,6 +30,7 @@ from tensorflow.core.protobuf import saved_model_pb2  # noqa: E402
 from tensorflow_serving.apis import get_model_metadata_pb2  # noqa: E402
 
 from serving.errors import HTTP_STATUS, ServingError  # noqa: E402
+from serving.session_bundle import SessionBundle  # noqa: E402
 from serving.signature_meta import (DEFAULT_SIGNATURE, SignatureMeta, TensorMeta, datatype_name,  # noqa: E402
                                     invalid, shape_string)
 
@@ -64,11 +66,11 @@ def serve_tags_meta_graph(export_dir: str, tags: Sequence[str] = (SERVE_TAG,)):
 class LoadedModel:
     """One SavedModel, loaded once; every per-signature fact is precomputed in ``signatures``."""
 
-    def __init__(self, path: str, saved_model, meta_graph, signatures: Dict[str, SignatureMeta],
+    def __init__(self, path: str, bundle, meta_graph, signatures: Dict[str, SignatureMeta],
                  method_name_check: bool = False):
         self.path = path
         self.method_name_check = method_name_check
-        self._saved_model = saved_model  # keeps the functions' variables alive
+        self._bundle = bundle  # the session the signature runners call
         self.signatures = signatures
         self._metadata = get_model_metadata_pb2.SignatureDefMap()
         for name, signature_def in meta_graph.signature_def.items():
@@ -80,11 +82,17 @@ class LoadedModel:
         """``method_name_check`` is --enable_signature_method_name_check: signatures must carry the
         predict/classify/regress method name of the API that calls them."""
         meta_graph = serve_tags_meta_graph(path, tags)
-        saved_model = tf.saved_model.load(path, tags=list(tags))
-        functions = saved_model.signatures
-        signatures = {name: SignatureMeta.from_proto(name, signature_def, functions.get(name), method_name_check)
+        bundle = SessionBundle(path, tags)
+        signatures = {name: SignatureMeta.from_proto(name, signature_def, bundle.runner(signature_def),
+                                                     method_name_check)
                       for name, signature_def in meta_graph.signature_def.items()}
-        return cls(path, saved_model, meta_graph, signatures, method_name_check)
+        bundle.finalize()
+        return cls(path, bundle, meta_graph, signatures, method_name_check)
+
+    def close(self) -> None:
+        """Frees the session now rather than when the model is garbage-collected."""
+        if self._bundle is not None:
+            self._bundle.close()
 
     # ---- GetModelMetadata -------------------------------------------------------------------
 
@@ -100,7 +108,7 @@ class LoadedModel:
         meta = self.signatures.get(name)
         if meta is None:
             raise invalid(f'Serving signature name: "{name}" not found in signature def')
-        return {t.alias: (t.dtype, t.shape) for t in meta.inputs}
+        return meta.input_specs
 
     # ---- Predict -------------------------------------------------------------------------------
 
@@ -122,6 +130,29 @@ class LoadedModel:
         aliases = _output_aliases(meta, output_filter)
         outputs = self._run(meta, feeds)
         return {alias: outputs[alias] for alias in aliases}
+
+    def prepare_predict(self, signature_name: str, inputs: Mapping[str, np.ndarray],
+                        output_filter: Iterable[str] = ()) -> Callable[[], Dict[str, np.ndarray]]:
+        """predict() in two steps: every check now, raising what predict() raises; the session run
+        when the returned function is called, failing as predict() fails. A front checks on its own
+        thread and hands only the run to a worker, which then needs the GIL for a few lines only."""
+        name = resolve_signature_name(signature_name)
+        meta = self.signatures.get(name)
+        if meta is None:
+            raise ServingError(f'Serving signature key "{name}" not found.', "FAILED_PRECONDITION")
+        if self.method_name_check and meta.method_name not in _PREDICT_METHODS:  # VerifySignature()
+            raise ServingError("Expected prediction signature method_name to be one of {"
+                               + ", ".join(_PREDICT_METHODS) + "}. Was: " + meta.method_name, "INTERNAL")
+        feeds = _input_values(meta, inputs)
+        aliases = _output_aliases(meta, output_filter)
+        arrays = _checked_feeds(meta, feeds)
+        if aliases == meta.output_aliases:
+            return lambda: _session_run(meta, arrays)
+
+        def run() -> Dict[str, np.ndarray]:
+            outputs = _session_run(meta, arrays)
+            return {alias: outputs[alias] for alias in aliases}
+        return run
 
     # ---- Classify / Regress --------------------------------------------------------------------
 
@@ -183,24 +214,47 @@ class LoadedModel:
     # ---- running -------------------------------------------------------------------------------
 
     def _run(self, meta: SignatureMeta, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        """Session::Run() of the whole signature: dtype/shape checks, then the concrete function."""
-        tensors = {}
-        for alias, value in feeds.items():
-            spec = meta.input(alias)
-            spec.check(value)
-            try:
-                tensors[alias] = tf.constant(value, dtype=spec.dtype or None)
-            except (TypeError, ValueError) as error:
-                raise invalid(f"input tensor alias {alias}: {error}") from None
-        if meta.function is None:
-            raise ServingError(f'signature "{meta.name}" has no function in the SavedModel', "UNIMPLEMENTED")
+        """Session::Run() of the whole signature: dtype/shape checks, then the session callable.
+        (serving.batching replaces this method on its copy of a model.)"""
+        return _session_run(meta, _checked_feeds(meta, feeds))
+
+
+def _checked_feeds(meta: SignatureMeta, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """FunctionCallFrame::SetArgs()'s dtype check and the signature's shape check, per input."""
+    arrays = {}
+    input_map = meta.input_map
+    for alias, value in feeds.items():
+        spec = input_map.get(alias)
+        spec.check(value)
+        arrays[alias] = _feedable(alias, value)
+    if meta.runner is None:
+        raise ServingError(f'signature "{meta.name}" has no function in the SavedModel', "UNIMPLEMENTED")
+    return arrays
+
+
+def _session_run(meta: SignatureMeta, arrays: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    try:
+        return meta.runner(arrays)
+    except tf.errors.OpError as error:
+        raise ServingError(op_error_message(error), _CODE_NAMES.get(error.error_code, "UNKNOWN")) from None
+    except (TypeError, ValueError) as error:  # the feeds do not fit the signature's placeholders
+        raise invalid(str(error)) from None
+
+
+def _feedable(alias: str, value: np.ndarray) -> np.ndarray:
+    """What the session is fed for a checked input. Numbers go as they are (native byte order); strings
+    as an object array of bytes, converted by tf.constant as before, so odd items fail as they did."""
+    kind = value.dtype.kind
+    if kind in "OSU":
+        if kind == "O" and all(type(v) is bytes for v in value.flat):
+            return value
         try:
-            outputs = meta.function(**tensors)
-        except tf.errors.OpError as error:
-            raise ServingError(op_error_message(error), _CODE_NAMES.get(error.error_code, "UNKNOWN")) from None
-        except (TypeError, ValueError) as error:  # the function's own argument checks
-            raise invalid(str(error)) from None
-        return {alias: tensor.numpy() for alias, tensor in outputs.items()}
+            return tf.constant(value, dtype=tf.string).numpy()
+        except (TypeError, ValueError) as error:
+            raise invalid(f"input tensor alias {alias}: {error}") from None
+    if not value.dtype.isnative:
+        return value.astype(value.dtype.newbyteorder("="))
+    return value
 
 
 def _input_values(meta: SignatureMeta, inputs: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:

@@ -148,7 +148,7 @@ class Services:
         response = predict_pb2.PredictResponse()
         _model_spec(response.model_spec, spec.name, spec.signature_name, version)
         for alias, array in outputs.items():
-            response.outputs[alias].CopyFrom(from_ndarray(array))  # AsProtoField: ServerCore's default
+            from_ndarray(array, into=response.outputs[alias])  # AsProtoField: ServerCore's default
         return response
 
     def classify(self, request, data):

@@ -1,136 +1,82 @@
 """The HTTP/1.1 transport of the REST API (tensorflow_model_server --rest_api_port): connections,
-bodies (chunked, gzip), CORS headers, the Prometheus page, the 404 page outside ``/v1/`` and the
-``--rest_api_num_threads`` bound. What a request means is ``serving.rest.RestApi``'s business.
+bodies (chunked, gzip), CORS headers, the Prometheus page, the 404 page outside ``/v1/``, the
+``--rest_api_num_threads`` bound and the ``--rest_api_timeout_in_ms`` deadline. What a request means
+is ``serving.rest.RestApi``'s business; bytes on the wire are ``serving.http_wire``'s; the event loop
+is ``serving.http_loop``'s.
 
 Sources, tensorflow/serving 2.16.1: ``model_servers/http_server.cc`` (path regex, Prometheus handler
 matched before ``/v1/`` by path without the query, RequestExecutor threads, AddCORSHeaders on the
 ``/v1/`` handler only) and ``util/net_http/server/internal/evhttp_request.cc`` (gzip bodies; one that
 fails to gunzip reads as empty).
+
+Why this shape: with the GIL, Python work does not run in parallel anyway, so one event loop thread
+owns every connection and does all of a request's Python work (HTTP, JSON in and out), as libevent's
+loop does in TF Serving; only the servable call, where TensorFlow runs without the GIL, goes to
+``num_threads`` worker threads. Measured (bench/profile_serving.py): per-connection threads, or whole
+requests on worker threads, lose more to GIL hand-offs than they gain.
 """
 from __future__ import annotations
 
 import gzip
 import threading
 import zlib
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Optional
 
-from serving.rest import NOT_FOUND_PAGE, PATH_REGEX, RestApi
+from serving.errors import ServingError
+from serving.http_loop import Connection, EventLoop
+from serving.http_wire import Request
+from serving.rest import NOT_FOUND_PAGE, PATH_REGEX, TIMEOUT_MESSAGE, Job, RestApi
 
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = ""
-    sys_version = ""
-
-    def log_message(self, format, *args):  # noqa: A002 - quiet, as TF Serving logs at VLOG(1) only
-        pass
-
-    def _read_body(self) -> bytes:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            chunks = []
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    break
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-            body = b"".join(chunks)
-        else:
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        if "gzip" in self.headers.get("Content-Encoding", ""):
-            try:
-                body = gzip.decompress(body)
-            except (OSError, EOFError, zlib.error):
-                body = b""  # ReadRequestGzipBytes() returns nothing: the body reads as empty
-        return body
-
-    def _reply(self, status: int, body, content_type: Optional[str], close: bool = False, cors: bool = False) -> None:
-        data = body if isinstance(body, bytes) else body.encode("utf-8", "surrogateescape")
-        self.send_response(status)
-        if content_type:
-            self.send_header("Content-Type", content_type)
-        if cors and self.server.rest.enable_cors:
-            for key, value in (("Access-Control-Allow-Origin", "*"), ("Access-Control-Allow-Methods", "POST, GET"),
-                               ("Access-Control-Allow-Headers", "Content-Type")):
-                self.send_header(key, value)
-        self.send_header("Content-Length", str(len(data)))
-        if close:
-            self.send_header("Connection", "close")
-            self.close_connection = True
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
-
-    def _handle(self) -> None:
-        try:
-            body = self._read_body()
-        except (ValueError, OSError):
-            self._reply(400, "", None, close=True)
-            return
-        rest, path = self.server.rest, self.path
-        if rest.metrics_path and path.partition("?")[0] == rest.metrics_path:
-            with rest.slots:  # ProcessPrometheusRequest(): matched without the query, then compared with it
-                if path != rest.metrics_path:
-                    status, page = 400, f"Unexpected path: {path}. Should be {rest.metrics_path}"
-                    content_type = "text/plain"
-                else:
-                    status, (page, content_type) = 200, rest.metrics.render()
-            self._reply(status, page, content_type)
-            return
-        if not PATH_REGEX.fullmatch(path):
-            self._reply(404, NOT_FOUND_PAGE, "text/html; charset=ISO-8859-1", close=True)
-            return
-        with rest.slots:
-            if self.command == "OPTIONS":  # CORS preflight: no handler, empty body
-                status, text, content_type = rest.api.preflight(self.headers.get("Origin", "")), "", None
-            else:
-                (status, text), content_type = rest.api.handle(self.command, path, body), "application/json"
-        self._reply(status, text, content_type, cors=True)  # AddCORSHeaders(): the /v1/ handler only
-
-    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = do_OPTIONS = do_TRACE = _handle
+_CORS = (("Access-Control-Allow-Origin", "*"), ("Access-Control-Allow-Methods", "POST, GET"),
+         ("Access-Control-Allow-Headers", "Content-Type"))
 
 
 class RequestSlots:
     """--rest_api_num_threads: at most ``size`` requests are processed at once and the rest wait, as
-    handlers queue on http_server.cc's RequestExecutor while libevent keeps reading connections."""
+    handlers queue on http_server.cc's RequestExecutor while libevent keeps reading connections.
+    acquire()/release() run on the event loop; wait_until() may be called from any thread."""
 
     def __init__(self, size: int):
         if size < 1:
             raise ValueError(f"num_threads must be at least 1, got {size}")
         self.size, self.active, self.waiting = size, 0, 0
+        self._queue: list = []
         self._cond = threading.Condition()
 
-    def __enter__(self) -> None:
+    def acquire(self, start) -> bool:
+        """True if a slot was taken for the caller (who starts now); else ``start`` is queued and
+        release() hands it back once a slot frees up (first come, first served)."""
         with self._cond:
-            self.waiting += 1
+            if self.active < self.size and not self._queue:
+                self.active += 1
+                taken = True
+            else:
+                self._queue.append(start)
+                self.waiting += 1
+                taken = False
             self._cond.notify_all()
-            self._cond.wait_for(lambda: self.active < self.size)
-            self.waiting -= 1
-            self.active += 1
-            self._cond.notify_all()
+        return taken
 
-    def __exit__(self, *exc) -> None:
+    def release(self):
+        """Frees a slot; returns the queued start function that now holds it, if any."""
         with self._cond:
             self.active -= 1
+            start = None
+            if self._queue and self.active < self.size:
+                start = self._queue.pop(0)
+                self.waiting -= 1
+                self.active += 1
             self._cond.notify_all()
+        return start
 
     def wait_until(self, predicate, timeout: Optional[float] = None) -> bool:  # predicate(active, waiting)
         with self._cond:
             return self._cond.wait_for(lambda: predicate(self.active, self.waiting), timeout)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128  # a burst of connections queues in the kernel instead of being refused
-
-
 class RestServer:
     """An HTTP/1.1 keep-alive server for the REST API and, when ``metrics_path`` is set, the Prometheus
-    page: a thread per connection reads requests, ``num_threads`` of them are processed at a time."""
+    page: one event loop thread for the connections, ``num_threads`` workers for servable calls."""
 
     def __init__(self, registry, port: int, host: str = "0.0.0.0", timeout_ms: int = 30000,
                  enable_cors: bool = False, *, num_threads: int = 8, metrics=None,
@@ -141,27 +87,85 @@ class RestServer:
         self.host, self._port, self.enable_cors = host, port, enable_cors
         self.metrics, self.metrics_path = metrics, metrics_path or None
         self.slots = RequestSlots(num_threads)
-        self._httpd: Optional[_Server] = None
-        self._thread: Optional[threading.Thread] = None
+        self.timeout = timeout_ms / 1000 if timeout_ms > 0 else None
+        self._loop: Optional[EventLoop] = None
 
     @property
     def port(self) -> int:
-        return self._httpd.server_address[1] if self._httpd else self._port
+        return self._loop.port if self._loop else self._port
 
     def start(self) -> None:
-        if self._httpd is not None:
-            return
-        httpd = _Server((self.host, self._port), _Handler)
-        httpd.rest = self
-        self._httpd = httpd
-        self._thread = threading.Thread(target=httpd.serve_forever, name="rest-server", daemon=True)
-        self._thread.start()
+        if self._loop is None:
+            self._loop = EventLoop(self.host, self._port, self._dispatch, self.slots.size, self.timeout)
+            self._loop.start()
 
-    def stop(self) -> None:
-        if self._httpd is None:
+    def stop(self, grace: float = 5.0) -> None:
+        """Stops accepting, lets requests in flight be answered (for at most ``grace`` seconds), closes."""
+        if self._loop is not None:
+            self._loop.stop(grace)
+            self._loop = None
+            self.api.close()
+
+    # ---- requests, on the loop ------------------------------------------------------------------
+
+    def _dispatch(self, conn: Connection, request: Request) -> None:
+        body = request.body
+        if "gzip" in request.header("content-encoding"):
+            try:
+                body = gzip.decompress(body)
+            except (OSError, EOFError, zlib.error):
+                body = b""  # ReadRequestGzipBytes() returns nothing: the body reads as empty
+        path = request.path
+        if self.metrics_path and path.partition("?")[0] == self.metrics_path:
+            start = lambda: self._metrics_page(conn, request)  # noqa: E731
+        elif not PATH_REGEX.fullmatch(path):
+            return conn.reply(404, NOT_FOUND_PAGE, "text/html; charset=ISO-8859-1", close=True)
+        else:
+            start = lambda: self._api(conn, request, body)  # noqa: E731
+        if self.slots.acquire(start):
+            start()
+
+    def _release(self) -> None:
+        """A request is answered: its slot goes to the next waiting request, if any."""
+        start = self.slots.release()
+        if start is not None:
+            self._loop.call_soon(start)
+
+    def _metrics_page(self, conn: Connection, request: Request) -> None:
+        """ProcessPrometheusRequest(): matched without the query, then compared with it."""
+        try:
+            if request.path != self.metrics_path:
+                status, content_type = 400, "text/plain"
+                page = f"Unexpected path: {request.path}. Should be {self.metrics_path}"
+            else:
+                status, (page, content_type) = 200, self.metrics.render()
+        finally:
+            self._release()
+        conn.reply(status, page, content_type)
+
+    def _api(self, conn: Connection, request: Request, body: bytes) -> None:
+        try:
+            if request.method == "OPTIONS":  # CORS preflight: no handler, empty body
+                outcome = self.api.preflight(request.header("origin")), ""
+            else:
+                outcome = self.api.begin(request.method, request.path, body)
+        except BaseException:
+            self._release()
+            conn.close()
+            raise
+        if isinstance(outcome, Job):
+            self._loop.submit(outcome.fn, outcome.args, lambda result, error: self._answer(conn, outcome, result, error))
             return
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join()
-        self._httpd = self._thread = None
-        self.api.close()
+        self._release()
+        status, text = outcome
+        conn.reply(status, text, "application/json" if request.method != "OPTIONS" else None,
+                   extra=_CORS if self.enable_cors else ())
+
+    def _answer(self, conn: Connection, job: Job, result, error) -> None:
+        """The servable call's outcome (error None) or, past the deadline, error TimeoutError: RunOptions.
+        timeout_in_ms fails the request as DirectSession fails it while the call goes on."""
+        if isinstance(error, TimeoutError):
+            error = ServingError(TIMEOUT_MESSAGE, "DEADLINE_EXCEEDED")
+        status, text = job.finish(result) if error is None else job.fail(error)
+        self._release()
+        conn.reply(status, text, "application/json", extra=_CORS if self.enable_cors else ())

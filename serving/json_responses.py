@@ -61,8 +61,8 @@ def format_predict_response(outputs: Mapping[str, Any], request_format: str,
     if not multi:
         items = rows[names[0]]
         return '{\n    "predictions": ' + ("[" + ", ".join(items) + "\n    ]" if items else "[]") + "\n}"
-    objs = ["{" + ",".join("\n" + IND * 3 + quote(n) + ": " + rows[n][b] for n in names) + "\n" + IND * 2 + "}"
-            for b in range(batch)]
+    keys = [(n, "\n" + IND * 3 + quote(n) + ": ") for n in names]
+    objs = ["{" + ",".join(key + rows[n][b] for n, key in keys) + "\n" + IND * 2 + "}" for b in range(batch)]
     sep = "\n" + IND * 2
     return '{\n    "predictions": ' + ("[" + sep + ("," + sep).join(objs) + "\n    ]" if objs else "[]") + "\n}"
 

@@ -9,6 +9,7 @@ number rounding is applied through its parse_float hook, or skipped when it prov
 from __future__ import annotations
 
 import base64
+import ctypes
 import json
 import math
 import os
@@ -37,6 +38,23 @@ _PY_TO_RJ = {"Expecting value": "Invalid value.",
 
 def dtype_name(dt) -> str:
     """TensorFlow's C++ DataTypeString() ("float", "double", "half", ...) for a tf/np dtype or name."""
+    try:
+        return _DTYPE_NAMES[dt]
+    except (KeyError, TypeError):  # TypeError: unhashable
+        pass
+    name = _dtype_name(dt)
+    if len(_DTYPE_NAMES) < 256:
+        try:
+            _DTYPE_NAMES[dt] = name
+        except TypeError:
+            pass
+    return name
+
+
+_DTYPE_NAMES: dict = {}  # the few dtypes a server sees, named once (numpy's dtype.name is slow)
+
+
+def _dtype_name(dt) -> str:
     if isinstance(dt, str):
         name = dt[3:].lower() if dt.startswith("DT_") else dt
     elif hasattr(dt, "as_numpy_dtype"):
@@ -114,8 +132,12 @@ def _decimal(x: float, single: bool) -> str:
 
 
 def float_tokens(flat: np.ndarray, single: bool) -> list:
-    """WriteDecimal() for a whole float32 (single) / float64 array: formatting is per element, the
-    round-trip test is vectorised."""
+    """WriteDecimal() for a whole float32 (single) / float64 array: %.6g when it reads back as the
+    same value, else %.9g (float) / %.17g (double); "NaN", "Infinity", "-Infinity". Small arrays
+    (a batch-1 answer) go element by element, large ones test the round trip vectorised; the two
+    give the same text (tests/unit/test_json_fast.py)."""
+    if flat.size <= _SMALL:
+        return _float_tokens_small(flat.tolist(), single)
     vals = flat.tolist()
     toks = ["%.6g" % v for v in vals]
     with np.errstate(all="ignore"):
@@ -131,6 +153,25 @@ def float_tokens(flat: np.ndarray, single: bool) -> list:
     for i in np.flatnonzero(~finite).tolist():
         v = vals[i]
         toks[i] = "NaN" if v != v else ("Infinity" if v > 0 else "-Infinity")
+    return toks
+
+
+_SMALL = 64
+_c_float = ctypes.c_float  # c_float(d).value: static_cast<float>(d) as a Python float (inf on overflow)
+
+
+def _float_tokens_small(vals: list, single: bool) -> list:
+    fmt = "%.9g" if single else "%.17g"
+    toks = []
+    for v in vals:
+        if v - v != 0.0:  # inf or nan
+            toks.append("NaN" if v != v else ("Infinity" if v > 0 else "-Infinity"))
+            continue
+        t = "%.6g" % v
+        back = float(t)
+        if (_c_float(back).value if single else back) != v:
+            t = fmt % v
+        toks.append(t if ("." in t or "e" in t) else t + ".0")
     return toks
 
 

@@ -75,6 +75,52 @@ def _protobuf_json(message, preserve_names: bool) -> str:
     return json.dumps(obj, indent=1, ensure_ascii=False) + "\n"
 
 
+def _answer_error(record, call, error: BaseException) -> tuple:
+    """What handle() answers for a failure, recorded with its status code (INTERNAL if not a ServingError)."""
+    if isinstance(error, ServingError):
+        call.status, answer = error.code, (error.http_status, format_error_response(error.message))
+    else:
+        call.status = "INTERNAL"
+        answer = HTTP_STATUS["INTERNAL"], format_error_response(f"{type(error).__name__}: {error}")
+    record.__exit__(None, None, None)
+    return answer
+
+
+class _PredictFormat:
+    __slots__ = ("request_format",)
+
+    def __init__(self, request_format: str):
+        self.request_format = request_format
+
+    def __call__(self, outputs) -> str:
+        return format_predict_response(outputs, self.request_format)
+
+
+def _format_classify(result) -> str:
+    return format_classify_response(*result)
+
+
+class Job:
+    """A request waiting for its servable call ``fn(*args)``: finish() or fail() gives the answer, once,
+    and ends the request's metrics record."""
+
+    __slots__ = ("fn", "args", "_format", "_record", "_call")
+
+    def __init__(self, fn, args: tuple, format_result, record, call):
+        self.fn, self.args, self._format, self._record, self._call = fn, args, format_result, record, call
+
+    def finish(self, result) -> tuple:
+        try:
+            text = self._format(result)
+        except Exception as error:  # noqa: BLE001 - e.g. an output the JSON writer refuses
+            return _answer_error(self._record, self._call, error)
+        self._record.__exit__(None, None, None)
+        return 200, text
+
+    def fail(self, error: BaseException) -> tuple:
+        return _answer_error(self._record, self._call, error)
+
+
 class RestApi:
     """HttpRestApiHandler::ProcessRequest(): (http status, content type, body) for one request."""
 
@@ -87,18 +133,33 @@ class RestApi:
         self._runner_lock = threading.Lock()
 
     def handle(self, method: str, path: str, body: bytes) -> tuple:
+        """(http status, JSON text) for one request, the servable call included (under the timeout)."""
+        outcome = self.begin(method, path, body)
+        if not isinstance(outcome, Job):
+            return outcome
+        try:
+            result = self._run(outcome.fn, *outcome.args)
+        except Exception as error:  # noqa: BLE001 - answered by the job, as the API answers it
+            return outcome.fail(error)
+        return outcome.finish(result)
+
+    def begin(self, method: str, path: str, body: bytes):
+        """Everything up to the servable call: (http status, JSON text) when the request is answered
+        without one (errors, status, metadata), else the Job to run. The metrics record starts here
+        and ends with the answer."""
         match = self._route(method, path)
         model_name = _unescape(match.group(1)) if match and match.group(1) else ""  # ParseModelInfo()
         api = match.group(4) if match and method == "POST" else ""  # the URL verb; GET leaves it empty
-        with self._record(model_name, api) as call:
-            try:
-                return 200, self._dispatch(method, path, match, body)
-            except ServingError as e:
-                call.status = e.code
-                return e.http_status, format_error_response(e.message)
-            except Exception as e:  # noqa: BLE001 - a bug here is still answered, as INTERNAL
-                call.status = "INTERNAL"
-                return HTTP_STATUS["INTERNAL"], format_error_response(f"{type(e).__name__}: {e}")
+        record = self._record(model_name, api)
+        call = record.__enter__()
+        try:
+            outcome = self._dispatch(method, path, match, body)
+        except Exception as error:  # noqa: BLE001 - answered below, as INTERNAL if not a ServingError
+            return _answer_error(record, call, error)
+        if isinstance(outcome, str):
+            record.__exit__(None, None, None)
+            return 200, outcome
+        return Job(*outcome, record, call)
 
     def preflight(self, origin: str) -> int:
         """The CORS preflight (OPTIONS): no handler runs, but the request is counted like any other."""
@@ -127,7 +188,7 @@ class RestApi:
             return STATUS_REGEX.fullmatch(path)
         return None
 
-    def _dispatch(self, method: str, path: str, match, body: bytes) -> str:
+    def _dispatch(self, method: str, path: str, match, body: bytes):
         malformed = _invalid(f"Malformed request: {method} {path}")
         if not match:
             raise malformed
@@ -164,7 +225,7 @@ class RestApi:
 
     # ---- the APIs ---------------------------------------------------------------------------------
 
-    def predict(self, name, version, label, body) -> str:
+    def predict(self, name, version, label, body) -> tuple:
         servable = []
 
         def input_specs(signature_name):  # GetInfoMap(): the servable, then its signature's inputs
@@ -174,18 +235,20 @@ class RestApi:
 
         request = parse_predict_request(body, input_specs)
         model = servable[0] if servable else self.registry.get(name, version, label)[1]
-        outputs = self._run(model.predict, request.signature_name, request.inputs)
-        return format_predict_response(outputs, request.format)
+        prepare = getattr(type(model), "prepare_predict", None)  # a LoadedModel: check here, run there
+        if prepare is not None and "_run" not in getattr(model, "__dict__", ()):
+            return prepare(model, request.signature_name, request.inputs), (), _PredictFormat(request.format)
+        return model.predict, (request.signature_name, request.inputs), _PredictFormat(request.format)
 
-    def classify(self, name, version, label, body) -> str:
-        signature_name, examples, _ = parse_classify_regress_request(body)
-        classes, scores = self._run(self.registry.get(name, version, label)[1].classify, signature_name, examples)
-        return format_classify_response(classes, scores)
-
-    def regress(self, name, version, label, body) -> str:
+    def classify(self, name, version, label, body) -> tuple:
         signature_name, examples, _ = parse_classify_regress_request(body)
         model = self.registry.get(name, version, label)[1]
-        return format_regress_response(self._run(model.regress, signature_name, examples))
+        return model.classify, (signature_name, examples), _format_classify
+
+    def regress(self, name, version, label, body) -> tuple:
+        signature_name, examples, _ = parse_classify_regress_request(body)
+        model = self.registry.get(name, version, label)[1]
+        return model.regress, (signature_name, examples), format_regress_response
 
     def status(self, name, version, label) -> str:
         from tensorflow_serving.apis import get_model_status_pb2

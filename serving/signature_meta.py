@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Tuple
+from types import MappingProxyType
+from typing import Callable, Mapping, Optional, Tuple
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 
@@ -71,6 +72,12 @@ class TensorMeta:
 
     def check(self, value: np.ndarray) -> None:
         """Raises INVALID_ARGUMENT unless ``value`` can be fed to this input."""
+        fast = _NUMPY_OF.get(self.dtype)
+        if fast is not None and value.dtype == fast and value.dtype.kind not in "OSU":  # the usual case,
+            shape = self.shape                                                          # without tf.DType
+            if shape is None or (len(value.shape) == len(shape)
+                                 and all(e is None or a == e for a, e in zip(value.shape, shape))):
+                return
         got = value_dtype(value)
         if self.dtype is not None and got != self.dtype:
             # tensorflow/core/framework/function.cc FunctionCallFrame::SetArgs(), what a
@@ -80,6 +87,23 @@ class TensorMeta:
         if self.shape is not None and not _compatible(value.shape, self.shape):
             raise invalid(f"input tensor alias {self.alias} has shape {shape_string(value.shape)}, which is "
                           f"incompatible with the signature's shape {shape_string(self.shape)}")
+
+
+class _NumpyOf(dict):
+    """tf.DType -> the numpy dtype it takes, found once per dtype (string and odd dtypes: None)."""
+
+    def __missing__(self, dtype):
+        np_dtype = None
+        if dtype is not None and dtype != tf.string:
+            try:
+                np_dtype = np.dtype(dtype.as_numpy_dtype)
+            except TypeError:
+                pass
+        self[dtype] = np_dtype
+        return np_dtype
+
+
+_NUMPY_OF = _NumpyOf()
 
 
 def _compatible(actual, expected) -> bool:
@@ -109,30 +133,34 @@ class SignatureMeta:
     method_name: str
     inputs: Tuple[TensorMeta, ...]  # sorted by alias
     outputs: Tuple[TensorMeta, ...]  # sorted by alias
-    function: Optional[Callable[..., Any]]  # None: the SavedModel has no callable for it
+    runner: Optional[Callable[[dict], dict]]  # feeds -> outputs by alias; None: the signature cannot be run
     defaults: dict = field(default_factory=dict)  # alias -> np.ndarray (SignatureDef.defaults)
     classify_plan: ExamplePlan = ExamplePlan()
     regress_plan: ExamplePlan = ExamplePlan()
+    # Lookups a request makes, worked out once (see __post_init__).
+    input_aliases: Tuple[str, ...] = field(init=False)
+    output_aliases: Tuple[str, ...] = field(init=False)
+    input_map: Mapping[str, TensorMeta] = field(init=False)  # alias -> TensorMeta
+    input_specs: Mapping[str, tuple] = field(init=False)  # alias -> (dtype, shape): the REST codec's view
 
-    @property
-    def input_aliases(self) -> Tuple[str, ...]:
-        return tuple(t.alias for t in self.inputs)
-
-    @property
-    def output_aliases(self) -> Tuple[str, ...]:
-        return tuple(t.alias for t in self.outputs)
+    def __post_init__(self):
+        set_ = object.__setattr__  # frozen: these are derived once, here
+        set_(self, "input_aliases", tuple(t.alias for t in self.inputs))
+        set_(self, "output_aliases", tuple(t.alias for t in self.outputs))
+        set_(self, "input_map", MappingProxyType({t.alias: t for t in self.inputs}))
+        set_(self, "input_specs", MappingProxyType({t.alias: (t.dtype, t.shape) for t in self.inputs}))
 
     def input(self, alias: str) -> Optional[TensorMeta]:
-        return next((t for t in self.inputs if t.alias == alias), None)
+        return self.input_map.get(alias)
 
     @classmethod
-    def from_proto(cls, name: str, signature_def, function, method_name_check: bool = False) -> "SignatureMeta":
+    def from_proto(cls, name: str, signature_def, runner, method_name_check: bool = False) -> "SignatureMeta":
         """``method_name_check`` is --enable_signature_method_name_check (GetSignatureMethodNameCheckFeature)."""
         inputs = tuple(TensorMeta.from_proto(a, signature_def.inputs[a], i)
                        for i, a in enumerate(sorted(signature_def.inputs)))
         outputs = tuple(TensorMeta.from_proto(a, signature_def.outputs[a]) for a in sorted(signature_def.outputs))
         defaults = {a: tf.make_ndarray(p) for a, p in signature_def.defaults.items()}
-        return cls(name, signature_def.method_name, inputs, outputs, function, defaults,
+        return cls(name, signature_def.method_name, inputs, outputs, runner, defaults,
                    _classify_plan(signature_def, inputs, method_name_check),
                    _regress_plan(signature_def, inputs, method_name_check))
 

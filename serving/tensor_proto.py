@@ -15,6 +15,8 @@ Strings decode to object arrays of ``bytes`` (fixed-width "S" arrays would drop 
 """
 from __future__ import annotations
 
+import math
+
 import ml_dtypes
 import numpy as np
 from tensorflow.core.framework import tensor_pb2, types_pb2
@@ -71,12 +73,19 @@ class TensorProtoError(ValueError):
 def datatype_of(dtype) -> int:
     """The DataType enum for a numpy dtype; bytes, str and object arrays are DT_STRING."""
     dtype = np.dtype(dtype)
+    enum = _ENUM_OF.get(dtype)
+    if enum is not None:
+        return enum
     if dtype.kind in "OSU":
         return T.DT_STRING
     for enum, (np_dtype, _) in _TYPES.items():
         if np_dtype == dtype:
             return enum
     raise TensorProtoError(f"no TensorFlow dtype for numpy dtype {dtype}")
+
+
+# the usual output dtypes, looked up without scanning _TYPES (first match in _TYPES order, as above)
+_ENUM_OF = {np.dtype(t): e for e, (t, _) in reversed(list(_TYPES.items())) if np.dtype(t).kind in "fiub"}
 
 
 def _dtype_name(enum: int) -> str:
@@ -111,7 +120,7 @@ def to_ndarray(proto: tensor_pb2.TensorProto) -> np.ndarray:
     if proto.dtype not in _TYPES:
         raise TensorProtoError(f"unknown dtype {_dtype_name(proto.dtype)}")
     np_dtype, field = _TYPES[proto.dtype]
-    n = int(np.prod(shape, dtype=object)) if shape else 1
+    n = math.prod(shape)  # exact (Python ints); _shape() has bounded it
     if n * max(np_dtype.itemsize, 1) > MAX_TENSOR_BYTES:
         raise TensorProtoError(f"a tensor of {n} elements is larger than a request can carry")
     if n == 0:
@@ -223,12 +232,14 @@ def _as_bytes(item) -> bytes:
     return item.encode("utf-8") if isinstance(item, str) else bytes(item)
 
 
-def from_ndarray(array, *, content: bool = False) -> tensor_pb2.TensorProto:
+def from_ndarray(array, *, content: bool = False, into: tensor_pb2.TensorProto = None) -> tensor_pb2.TensorProto:
     """Tensor::AsProtoField() (the default, what TF Serving's Predict returns) or, with
-    ``content=True``, Tensor::AsProtoTensorContent()."""
+    ``content=True``, Tensor::AsProtoTensorContent(). ``into``: an empty TensorProto to fill (say a
+    response's map entry) instead of a new one, which saves a copy."""
     array = np.asarray(array)
     enum = datatype_of(array.dtype)
-    proto = tensor_pb2.TensorProto(dtype=enum)
+    proto = tensor_pb2.TensorProto() if into is None else into
+    proto.dtype = enum
     proto.tensor_shape.SetInParent()  # a scalar still carries an (empty) shape
     for size in array.shape:
         proto.tensor_shape.dim.add(size=size)

@@ -1,0 +1,202 @@
+"""The REST hot path's fast forms give exactly what the exact forms give: orjson against the json
+module, the orjson predict pass against the quick/exact passes, element-wise float text against the
+vectorised one, and the float32 shortcut against the rounding-boundary test."""
+import json
+import random
+import struct
+
+import numpy as np
+import orjson
+import pytest
+
+from serving.json_codec import _Mode, _NeedExact, _parse_predict, _parse_strict, _to_float32, parse_predict_request
+from serving.json_text import _float_tokens_small, float_tokens
+
+SPECS = {"x": "float"}
+
+
+def _literals(rng: random.Random, n: int):
+    """Number literals of every shape a client sends: Python reprs of doubles and float32s, %.9g/%.17g,
+    long and short digit strings with and without exponents, halfway cases, subnormals, big integers."""
+    for _ in range(n):
+        kind = rng.randrange(8)
+        if kind == 0:
+            yield repr(struct.unpack("d", struct.pack("Q", rng.getrandbits(64)))[0])
+        elif kind == 1:
+            yield repr(float(np.float32(rng.uniform(-1e6, 1e6))))
+        elif kind == 2:
+            yield "%.9g" % float(np.float32(rng.gauss(0, 1)))
+        elif kind == 3:
+            yield "%.17g" % rng.uniform(-1, 1)
+        elif kind == 4:
+            digits = "".join(rng.choice("0123456789") for _ in range(rng.randint(1, 30))).lstrip("0") or "0"
+            yield ("-" if rng.random() < 0.5 else "") + digits + ("." + str(rng.randint(0, 10**rng.randint(1, 20))))
+        elif kind == 5:
+            yield f"{rng.randint(1, 10**rng.randint(1, 20))}e{rng.randint(-330, 310)}"
+        elif kind == 6:  # halfway between two doubles, and near subnormals
+            m = rng.getrandbits(53) | 1
+            yield repr(m * 2.0 ** rng.randint(-1074, -1000)) if rng.random() < 0.5 else f"{2 * m + 1}e-{rng.randint(1, 25)}"
+        else:
+            yield str(rng.randint(-2**70, 2**70))
+
+
+def test_orjson_numbers_equal_the_json_modules():
+    rng = random.Random(7)
+    literals = list(_literals(rng, 40000)) + ["0.0", "-0.0", "1e-400", "-1e-400", "4.9e-324", "2.2250738585072011e-308",
+                                               "1.7976931348623157e308", "9007199254740993", "0.1", "255.0"]
+    same = 0
+    for lit in literals:
+        try:
+            fast = orjson.loads(lit)
+        except orjson.JSONDecodeError:
+            continue  # orjson refuses (e.g. 1e400): the quick pass takes over
+        exact = json.loads(lit)
+        if isinstance(exact, int) and not -2**63 <= exact < 2**64:
+            assert isinstance(fast, float)  # the one difference, which _fast guards against
+            continue
+        assert type(fast) is type(exact), lit
+        if isinstance(exact, float):
+            assert struct.pack("d", fast) == struct.pack("d", exact), lit
+        else:
+            assert fast == exact, lit
+        same += 1
+    assert same > 30000
+
+
+def _bodies(rng: random.Random):
+    shapes = [(1,), (3,), (2, 2), (1, 28, 28), (2, 3, 4)]
+    for _ in range(300):
+        shape = rng.choice(shapes)
+        kind = rng.randrange(5)
+        if kind == 0:
+            values = np.round(np.array([rng.uniform(0, 255) for _ in range(int(np.prod(shape)))]))
+        elif kind == 1:
+            values = np.array([float(np.float32(rng.gauss(0, 1))) for _ in range(int(np.prod(shape)))])
+        elif kind == 2:
+            values = np.array([rng.uniform(-1, 1) for _ in range(int(np.prod(shape)))])
+        elif kind == 3:
+            values = np.array([rng.randint(-300, 300) for _ in range(int(np.prod(shape)))])
+        else:  # values right at float32 rounding boundaries: the quick pass must decide exactly
+            f = np.float32(rng.uniform(0.5, 2))
+            values = np.array([(float(f) + float(np.nextafter(f, np.float32(3)))) / 2] * int(np.prod(shape)))
+        nested = values.reshape(shape).tolist()
+        yield json.dumps({"instances": nested}).encode()
+        yield json.dumps({"signature_name": "", "inputs": {"x": nested}}).encode()
+        yield json.dumps({"inputs": nested}, separators=(",", ":")).encode()
+    yield b'{"instances": [1.0, 2]}'
+    yield b'{"instances": [[1.0], [2.0, 3.0]]}'  # ragged
+    yield b'{"instances": [1.0, true]}'  # a bool numpy would turn into 1.0
+    yield b'{"instances": [NaN, 1.0]}'
+    yield b'{"instances": [1e400]}'
+    yield b'{"instances": [-9223372036854775809, 1.5]}'  # orjson makes the integer a float
+    yield b'{"instances": [18446744073709551616]}'
+    yield b'{"instances": [1.0], "instances": [2.0]}'  # duplicate keys: the last wins in both
+    yield b'{"instances": [1.0], "other": ' + b"[" * 1000 + b"]" * 1000 + b"}"  # deeper than json allows
+    yield b'{"instances": ' + b"[" * 40 + b"1.0" + b"]" * 40 + b"}"
+    yield b'{"instances": ["1.5"]}'
+    yield b'{"instances": [1.0], "signature_name": 5}'
+    yield b'{"instances": [{"b64": "AAAA"}]}'
+    yield b'{"inputs": {"x": [1.0], "y": [2.0]}}'
+    yield b'{"instances": [1.0]}\xff'
+    yield b'{"instances": ["\\u00e9"]}'
+    yield b'{"instances": []}'
+    yield b'{"instances": [1.0], "inputs": [1.0]}'
+    yield b''
+
+
+def _reference(body, specs):
+    """parse_predict_request without the orjson pass, or the error it raises."""
+    try:
+        try:
+            return _parse_predict(body, specs, exact=False)
+        except _NeedExact:
+            return _parse_predict(body, specs, exact=True)
+    except Exception as e:  # noqa: BLE001
+        return e
+
+
+def _same(got, want) -> bool:
+    if isinstance(want, Exception):
+        return type(got) is type(want) and str(got) == str(want)
+    return (got.signature_name, got.format, sorted(got.inputs)) == (want.signature_name, want.format, sorted(want.inputs)) \
+        and all(got.inputs[k].dtype == want.inputs[k].dtype and got.inputs[k].shape == want.inputs[k].shape
+                and got.inputs[k].tobytes() == want.inputs[k].tobytes() for k in got.inputs)
+
+
+@pytest.mark.parametrize("specs", [{"x": "float"}, {"x": "double"}, {"x": "int32"}, {"x": "int64"}, {"x": "bool"}])
+def test_the_orjson_pass_gives_the_quick_or_exact_passes_result(specs):
+    strict_used = 0
+    for body in _bodies(random.Random(3)):
+        want = _reference(body, specs)
+        try:
+            got = _parse_strict(body, specs)
+            strict_used += 1
+        except _NeedExact:
+            got = None
+        if got is not None:
+            assert not isinstance(want, Exception), body[:80]
+            assert _same(got, want), body[:80]
+        try:
+            full = parse_predict_request(body, specs)
+        except Exception as e:  # noqa: BLE001
+            full = e
+        assert _same(full, want), body[:80]
+    if specs["x"] in ("float", "int32"):
+        assert strict_used > 100  # the fast pass does carry the ordinary requests
+
+
+def test_the_orjson_pass_refuses_what_it_cannot_prove():
+    for body in (b'{"instances": [1.0, true]}', b'{"instances": [-9223372036854775809, 1.5]}',
+                 b'{"instances": [1.0], "other": 1}', b'{"instances": ["\\u00e9"]}', b'{"instances": [NaN]}',
+                 b'{"instances": ' + b"[" * 40 + b"1.0" + b"]" * 40 + b"}", b'{"instances": [1.0]}\xff'):
+        with pytest.raises(_NeedExact):
+            _parse_strict(body, SPECS)
+
+
+def _needs_exact_by_boundary_test(a64: np.ndarray) -> bool:
+    """The test _to_float32 made for every array before the shortcut."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        f = a64.astype(np.float32)
+        f64, margin = f.astype(np.float64), np.abs(a64) * 2.0**-48
+        lo = (f64 + np.nextafter(f, np.float32(-np.inf)).astype(np.float64)) / 2
+        hi = (f64 + np.nextafter(f, np.float32(np.inf)).astype(np.float64)) / 2
+        near = (np.abs(a64 - lo) <= margin) | (np.abs(hi - a64) <= margin)
+        return bool((near | ~np.isfinite(a64) | (np.abs(a64) > 1e35)).any())
+
+
+class _Recording(_Mode):
+    def __init__(self):
+        super().__init__("", False)
+        self.asked = False
+
+    def need_exact(self):
+        self.asked = True
+
+
+def test_float32_shortcut_equals_the_boundary_test():
+    rng = np.random.default_rng(5)
+    f32 = rng.standard_normal(20000).astype(np.float32)
+    cases = [f32.astype(np.float64), np.arange(0, 256, dtype=np.float64), np.array([0.0, -0.0, 1e-45, 3.4e38, 1e35]),
+             np.array([1.4e-45, 2.0**-149, 2.0**127]), f32.astype(np.float64) + 1e-12, rng.uniform(-1, 1, 1000),
+             np.array([np.inf]), np.array([np.nan, 1.0]), np.array([3.4028235e38 * 2])]
+    cases += [np.array([v]) for v in f32[:2000].astype(np.float64)]
+    for a64 in cases:
+        mode = _Recording()
+        with np.errstate(over="ignore", invalid="ignore"):
+            assert _to_float32(a64, mode).tobytes() == a64.astype(np.float32).tobytes()
+        assert mode.asked == _needs_exact_by_boundary_test(a64), a64[:4]
+
+
+def test_small_and_vectorised_float_text_agree():
+    rng = np.random.default_rng(11)
+    bits = rng.integers(0, 2**32, 200000, dtype=np.uint64).astype(np.uint32)
+    f32 = bits.view(np.float32)
+    specials = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1.0, 0.1, 3.4028235e38, 1.4e-45, 1.17549435e-38,
+                         16777216.0, 0.999987841, 9.01202046e-09], np.float32)
+    for single, values in ((True, np.concatenate([specials, f32])),
+                           (False, np.concatenate([specials.astype(np.float64), rng.standard_normal(50000),
+                                                   f32[:50000].astype(np.float64)]))):
+        values = values.astype(np.float32 if single else np.float64)
+        small = _float_tokens_small(values.tolist(), single)
+        vectorised = float_tokens(values, single)  # > _SMALL values: the vectorised branch
+        assert len(values) > 64 and small == vectorised
