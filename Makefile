@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL ?= 1
 
-.PHONY: help setup run serve test bench lock clean
+.PHONY: help setup run serve test bench bench-serving lock clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -40,6 +40,19 @@ test: $(STAMP)  ## run the whole test suite
 
 bench: $(STAMP)  ## the pipeline benchmark: seed script vs the full pipeline on all 70,000 images
 	$(PY) bench/pipeline_bench.py
+
+bench-serving: $(STAMP)  ## the serving benchmark: REST and gRPC load vs in-process calls and a naive FastAPI server
+	@if ! command -v wrk >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "Installing wrk (the REST load generator) with apt-get"; \
+	    apt-get install -y -qq wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; } \
+	      || { echo "could not install wrk with apt-get: install it and run make bench-serving again" >&2; exit 1; }; \
+	  else \
+	    echo "bench-serving needs wrk, the HTTP load generator: run 'sudo apt-get install -y wrk' (Debian/Ubuntu)" >&2; \
+	    exit 1; \
+	  fi; \
+	fi
+	$(PY) bench/serving_bench.py $(ARGS)
 
 lock:  ## re-resolve requirements.in into requirements.lock (needs uv: pip install uv)
 	uv pip compile requirements.in --python-version 3.10 --python-platform x86_64-manylinux_2_28 \
