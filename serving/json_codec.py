@@ -18,8 +18,7 @@ from serving.json_text import (body_text, decode_b64, dtype_name, is_b64, is_ele
                                value_to_string)
 from serving.rapidjson_numbers import may_round_differently, to_double
 
-__all__ = ["JsonCodecError", "PredictRequest", "parse_predict_request", "parse_classify_regress_request",
-           "DEFAULT_SIGNATURE"]
+__all__ = ["JsonCodecError", "PredictRequest", "parse_predict_request", "DEFAULT_SIGNATURE"]
 
 DEFAULT_SIGNATURE = "serving_default"
 _INT_RANGES = {"int32": (-2**31, 2**31), "int16": (-2**31, 2**31), "int8": (-2**31, 2**31),
@@ -117,7 +116,7 @@ def _spec_dtype(spec) -> str:
 
 # ---- request parsing -----------------------------------------------------------------------
 
-def _signature(doc: dict) -> str:
+def request_signature(doc: dict) -> str:
     sig = doc.get("signature_name", "")
     if not isinstance(sig, str):
         raise JsonCodecError(f"JSON Value: {value_to_string(doc)} not formatted correctly. "
@@ -125,7 +124,7 @@ def _signature(doc: dict) -> str:
     return sig
 
 
-def _format_error(doc, *parts: str) -> JsonCodecError:
+def format_error(doc, *parts: str) -> JsonCodecError:
     return JsonCodecError(f"JSON Value: {value_to_string(doc)} " + "".join(parts))
 
 
@@ -377,7 +376,7 @@ def _parse_predict(body, input_specs: InputSpecs, exact: bool) -> PredictRequest
     mode = _Mode(text, exact)
     try:
         doc = parse_json(text, exact)
-        raw_sig = _signature(doc)
+        raw_sig = request_signature(doc)
         sig = raw_sig or DEFAULT_SIGNATURE
         specs = input_specs(sig) if callable(input_specs) else input_specs
         types = {name: _spec_dtype(spec) for name, spec in specs.items()}
@@ -385,13 +384,13 @@ def _parse_predict(body, input_specs: InputSpecs, exact: bool) -> PredictRequest
             raise JsonCodecError(f"Failed to get input map for signature: {raw_sig or 'DEFAULT'}")
         if "instances" in doc:
             if "inputs" in doc:
-                raise _format_error(doc, "Not formatted correctly expecting only one of 'inputs' or "
+                raise format_error(doc, "Not formatted correctly expecting only one of 'inputs' or "
                                          "'instances' keys to exist ")
             inst = doc["instances"]
             if not isinstance(inst, list):
-                raise _format_error(doc, "Expecting 'instances' to be an list/array")
+                raise format_error(doc, "Expecting 'instances' to be an list/array")
             if not inst:
-                raise _format_error(doc, "No values in 'instances' array")
+                raise format_error(doc, "No values in 'instances' array")
             return PredictRequest(sig, "row", _from_instances(inst, types, mode))
         if "inputs" in doc:
             return PredictRequest(sig, "columnar", _from_inputs(doc["inputs"], types, mode))
@@ -399,65 +398,3 @@ def _parse_predict(body, input_specs: InputSpecs, exact: bool) -> PredictRequest
     except JsonCodecError:
         mode.need_exact()  # messages print parsed numbers: take them from rapidjson's values
         raise
-
-
-def _feature_value(v, name: str, kind: str | None) -> tuple:
-    """AddValueToFeature(): one JSON scalar -> (feature kind, value)."""
-    if v is None or isinstance(v, list) or (isinstance(v, dict) and not is_b64(v)):
-        raise JsonCodecError(f"Feature: {name} has element with unexpected JSON type: {json_type(v)}")
-    if isinstance(v, bool):
-        k = "int64"
-    elif isinstance(v, (dict, str)):
-        k = "bytes"
-    else:
-        k = "float" if isinstance(v, float) or not -2**63 <= v < 2**64 else "int64"
-    if kind is not None and kind != k:
-        raise JsonCodecError(f"Unexpected element type in feature: {name} expecting type: {kind}")
-    if isinstance(v, bool):
-        return k, int(v)
-    if k == "bytes":
-        return k, decode_b64(v) if isinstance(v, dict) else to_bytes(v)
-    if k == "float":
-        with np.errstate(over="ignore"):
-            return k, float(np.float32(to_double(v)))
-    if v >= 2**63:
-        raise JsonCodecError(f"Feature: {name} has uint64_t element. Only int64_t is supported.")
-    return k, v
-
-
-def _example(obj) -> bytes:
-    """MakeExampleFromJsonObject(), serialized."""
-    from tensorflow.core.example import example_pb2  # lazy: TensorFlow is heavy to import
-
-    if not isinstance(obj, dict):
-        raise JsonCodecError(f"Example must be JSON object but got JSON {json_type(obj)}")
-    example = example_pb2.Example()
-    for name, content in obj.items():
-        kind, vals = None, []
-        for v in content if isinstance(content, list) else [content]:
-            kind, x = _feature_value(v, name, kind)
-            vals.append(x)
-        feature = example.features.feature[name]
-        if kind is not None:
-            getattr(feature, kind + "_list").value.extend(vals)
-    return example.SerializeToString()
-
-
-def parse_classify_regress_request(body: Union[bytes, str]) -> tuple[str, list, bytes | None]:
-    """FillClassificationRequestFromJson()/FillRegressionRequestFromJson(). Returns (signature,
-    serialized examples, serialized context or None). With a context each example is context bytes +
-    example bytes, which is how TF Serving merges them (InputToSerializedExampleTensor in util.cc)."""
-    doc = parse_json(body_text(body))
-    sig = _signature(doc) or DEFAULT_SIGNATURE
-    context = _example(doc["context"]) if "context" in doc else None
-    if "examples" not in doc:
-        raise _format_error(doc, "When method is classify, key 'examples' is expected and was not found")
-    examples = doc["examples"]
-    if not isinstance(examples, list):
-        raise _format_error(doc, "Expecting 'examples' value to be an list/array")
-    if not examples:
-        raise _format_error(doc, "'examples' value is an empty array")
-    serialized = [_example(e) for e in examples]
-    if context is not None:
-        serialized = [context + s for s in serialized]
-    return sig, serialized, context

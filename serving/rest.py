@@ -31,7 +31,8 @@ import urllib.parse
 from typing import Optional
 
 from serving.errors import HTTP_STATUS, ServingError
-from serving.json_codec import parse_classify_regress_request, parse_predict_request
+from serving.json_codec import parse_predict_request
+from serving.json_examples import parse_classify_regress_request
 from serving.json_responses import (format_classify_response, format_error_response,
                                     format_predict_response, format_regress_response)
 from serving.metrics import ENTRYPOINT_REST

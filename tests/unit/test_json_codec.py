@@ -14,6 +14,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from serving import json_codec as jc  # noqa: E402
+from serving import json_examples  # noqa: E402
 from serving import json_responses as jr  # noqa: E402
 from serving.json_codec import JsonCodecError  # noqa: E402
 
@@ -468,7 +469,7 @@ def test_error_body():
 def examples_of(body):
     from tensorflow.core.example import example_pb2
 
-    sig, serialized, context = jc.parse_classify_regress_request(body)
+    sig, serialized, context = json_examples.parse_classify_regress_request(body)
     parsed = [example_pb2.Example.FromString(s) for s in serialized]
     ctx = example_pb2.Example.FromString(context) if context is not None else None
     return sig, parsed, ctx
@@ -529,7 +530,7 @@ def test_classify_request_with_context_merges_like_tf_serving():
 ])
 def test_classify_request_errors(body, message):
     with pytest.raises(JsonCodecError) as info:
-        jc.parse_classify_regress_request(body)
+        json_examples.parse_classify_regress_request(body)
     assert info.value.message == message
 
 
