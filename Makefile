@@ -16,7 +16,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 1
 .PHONY: help setup run serve test bench bench-serving lock clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 setup: $(STAMP)  ## create .venv with Python 3.10 and install the locked dependencies
 

@@ -12,7 +12,7 @@ process at batch 1 (the limit a server approaches), 64 and 100; (b) `python -m s
 Nothing is pinned: on 2 cores, pinning the server to one core would cap it below what it uses, and
 pinning only the generator reserves nothing for the server. Instead each point prints the CPU of the
 server, of the generator and of everything else (/proc), so a starved server or a busy machine shows.
-Prints req/s, images/s, p50/p99 ms, server peak RSS (VmHWM), the goals of issue 3 with their ratios,
+Prints req/s, images/s, p50/p99 ms, server peak RSS (VmHWM), the serving-speed goals with their ratios,
 and writes artifacts/bench/serving.json. Model: the newest version under artifacts/serving/mnist
 (copied as version 1 of a temp base dir), else a small one made by tests/conftest.export_digits_model.
 """
@@ -177,7 +177,7 @@ def evaluate_goals(inproc, rows):
             (mode, "REST 1 img/req, 16 conn >= 3x the naive FastAPI server", rest["req_s"] / naive["req_s"], 3.0, "x")]
     rss = max(r["peak_rss_mb"] for r in rows if r["server"] == "model server")
     goals.append(("both", "model server peak RSS <= 800 MB (one version loaded)", rss, 800, "MB"))
-    print("\ngoals (issue 3):")
+    print("\ngoals (the serving-speed issue):")
     result = []
     for mode, text, value, target, unit in goals:
         met = value <= target if unit in ("ms", "MB") else value >= target
