@@ -119,6 +119,12 @@ class LoadedModel:
         Strings come back as object arrays of bytes. Pass string inputs as object arrays of bytes
         too: numpy's fixed-width "S" arrays drop trailing NUL bytes.
         """
+        meta, feeds, aliases = self._predict_plan(signature_name, inputs, output_filter)
+        outputs = self._run(meta, feeds)
+        return {alias: outputs[alias] for alias in aliases}
+
+    def _predict_plan(self, signature_name: str, inputs: Mapping[str, np.ndarray], output_filter: Iterable[str]):
+        """PreProcessPrediction(): the signature, its feeds and the output aliases, or TF Serving's error."""
         name = resolve_signature_name(signature_name)
         meta = self.signatures.get(name)
         if meta is None:
@@ -126,25 +132,14 @@ class LoadedModel:
         if self.method_name_check and meta.method_name not in _PREDICT_METHODS:  # VerifySignature()
             raise ServingError("Expected prediction signature method_name to be one of {"
                                + ", ".join(_PREDICT_METHODS) + "}. Was: " + meta.method_name, "INTERNAL")
-        feeds = _input_values(meta, inputs)
-        aliases = _output_aliases(meta, output_filter)
-        outputs = self._run(meta, feeds)
-        return {alias: outputs[alias] for alias in aliases}
+        return meta, _input_values(meta, inputs), _output_aliases(meta, output_filter)
 
     def prepare_predict(self, signature_name: str, inputs: Mapping[str, np.ndarray],
                         output_filter: Iterable[str] = ()) -> Callable[[], Dict[str, np.ndarray]]:
         """predict() in two steps: every check now, raising what predict() raises; the session run
         when the returned function is called, failing as predict() fails. A front checks on its own
         thread and hands only the run to a worker, which then needs the GIL for a few lines only."""
-        name = resolve_signature_name(signature_name)
-        meta = self.signatures.get(name)
-        if meta is None:
-            raise ServingError(f'Serving signature key "{name}" not found.', "FAILED_PRECONDITION")
-        if self.method_name_check and meta.method_name not in _PREDICT_METHODS:  # VerifySignature()
-            raise ServingError("Expected prediction signature method_name to be one of {"
-                               + ", ".join(_PREDICT_METHODS) + "}. Was: " + meta.method_name, "INTERNAL")
-        feeds = _input_values(meta, inputs)
-        aliases = _output_aliases(meta, output_filter)
+        meta, feeds, aliases = self._predict_plan(signature_name, inputs, output_filter)
         arrays = _checked_feeds(meta, feeds)
         if aliases == meta.output_aliases:
             return lambda: _session_run(meta, arrays)

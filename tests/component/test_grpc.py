@@ -6,6 +6,7 @@ import contextlib
 import http.client
 import json
 import os
+import sys
 import threading
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
@@ -537,16 +538,14 @@ def test_unix_socket_only(registry, tmp_path):
         server.stop()
 
 
-def test_constructor_checks(registry):
+def test_constructor_checks(registry, monkeypatch):
     with pytest.raises(ValueError, match="grpc_port or server_options.grpc_socket_path"):
         GrpcServer(registry, 0)
-    try:
-        import grpc_health  # noqa: F401
-    except ImportError:
-        with pytest.raises(ValueError, match="grpc_health"):
-            GrpcServer(registry, -1, enable_health_check=True)
-    else:
-        pytest.skip("grpc_health is installed; the health service is not exercised here")
+    monkeypatch.setitem(sys.modules, "grpc_health", None)  # as on a machine without grpcio-health-checking
+    monkeypatch.setitem(sys.modules, "grpc_health.v1", None)
+    monkeypatch.setitem(sys.modules, "grpc_health.v1.health", None)
+    with pytest.raises(ValueError, match="grpc_health"):
+        GrpcServer(registry, -1, enable_health_check=True)
 
 
 def test_channel_arguments_override_the_message_size_limit(registry):
