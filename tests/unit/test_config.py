@@ -12,6 +12,10 @@ def test_defaults_are_the_seed_tutorial():
     assert config.train_split_names == ("train", "eval")  # the seed's 60,000 training images
     assert (config.train_examples, config.eval_examples, config.test_examples) == (0, 0, 0)
     assert config.model_serving_dir.endswith("serving/mnist")
+    # Beam in memory in this process with one worker, as before presets existed; no extra arguments.
+    assert config.beam_preset == "direct" and config.beam_args == ()
+    assert config.beam_pipeline_args == ("--direct_running_mode=in_memory", "--direct_num_workers=1")
+    assert (config.schedule, config.kfp_cron) == ("0 3 * * *", "0 0 3 * * *")
 
 
 def test_environment_overrides_defaults_and_flags_override_environment():
@@ -34,6 +38,14 @@ def test_environment_overrides_defaults_and_flags_override_environment():
     (["--epoch", "3"], "unknown option"),
     (["--model-name", "a/b"], "model_name must be a plain name"),
     (["--train-splits", "train,test"], "the test split is never trained on"),
+    (["--beam-preset", "spark"], "beam_preset must be one of direct, dataflow, flink, got 'spark'"),
+    (["--beam-direct-workers", "-1"], "beam_direct_workers must be 0"),
+    (["--beam-preset", "dataflow"], "beam_preset=dataflow needs a Google Cloud project: set --dataflow-project or "
+                                    "DIGITS_DATAFLOW_PROJECT"),
+    (["--kfp-pipeline-root", "/mnt/pipeline"], "kfp_pipeline_root must be an object-store URI"),
+    (["--kfp-serving-dir", "digits-ml/serving"], "kfp_serving_dir must be an object-store URI"),
+    (["--schedule", "0 0 3 * * *"], "schedule must be a 5-field cron expression"),
+    (["--schedule", "daily"], "schedule must be a 5-field cron expression"),
 ])
 def test_bad_values_say_which_field_and_why(argv, message):
     with pytest.raises(ConfigError, match=message):
@@ -60,3 +72,58 @@ def test_help_shows_every_field_with_default_and_environment_variable(capsys):
     shown = " ".join(capsys.readouterr().out.split())
     assert "--accuracy-floor" in shown and "(default: 0.97; env DIGITS_ACCURACY_FLOOR)" in shown
     assert "(default: 128,128; env DIGITS_HIDDEN_UNITS)" in shown
+    assert "(default: direct; one of direct, dataflow, flink; env DIGITS_BEAM_PRESET)" in shown
+    assert "(default: ''; env DIGITS_BEAM_ARGS)" in shown
+
+
+def test_config_errors_are_one_line():
+    with pytest.raises(ConfigError) as raised:
+        config_lib.from_sources(["--beam-preset", "dataflow", "--schedule", "daily"], {})
+    message = str(raised.value)
+    assert "\n" not in message and "beam_preset=dataflow needs" in message and "schedule must be" in message
+
+
+@pytest.mark.parametrize("workers, expected", [
+    ("1", ("--direct_running_mode=in_memory", "--direct_num_workers=1")),
+    ("3", ("--direct_running_mode=multi_processing", "--direct_num_workers=3")),
+    ("0", ("--direct_running_mode=multi_processing", "--direct_num_workers=0")),  # Beam: one per CPU
+])
+def test_direct_preset_workers(workers, expected):
+    assert config_lib.from_sources(["--beam-direct-workers", workers], {}).beam_pipeline_args == expected
+
+
+def test_dataflow_preset_from_the_environment_with_extra_args_last():
+    environ = {"DIGITS_BEAM_PRESET": "dataflow", "DIGITS_DATAFLOW_PROJECT": "my-proj",
+               "DIGITS_KFP_PIPELINE_ROOT": "gs://b/root/", "DIGITS_BEAM_ARGS": "--max_num_workers=5"}
+    assert config_lib.from_sources([], environ).beam_pipeline_args == (
+        "--runner=DataflowRunner", "--project=my-proj", "--region=us-central1",
+        "--temp_location=gs://b/root/beam-tmp", "--setup_file=/opt/digits/setup.py", "--max_num_workers=5")
+    flags = ["--dataflow-region", "europe-west4", "--dataflow-temp-location", "gs://tmp/beam"]
+    args = config_lib.from_sources(flags, environ).beam_pipeline_args
+    assert "--region=europe-west4" in args and "--temp_location=gs://tmp/beam" in args
+
+
+def test_flink_preset_omits_an_empty_environment_config():
+    config = config_lib.from_sources(["--beam-preset", "flink", "--flink-master", "jm:8081"], {})
+    assert config.beam_pipeline_args == ("--runner=FlinkRunner", "--flink_master=jm:8081",
+                                         "--environment_type=EXTERNAL", "--environment_config=localhost:50000")
+    config = config_lib.from_sources(["--beam-preset", "flink", "--flink-environment-type", "PROCESS",
+                                      "--flink-environment-config", ""], {})
+    assert config.beam_pipeline_args[-1] == "--environment_type=PROCESS"
+
+
+def test_kubeflow_fields_take_flags_over_environment():
+    environ = {"DIGITS_SCHEDULE": "15 2 * * 0", "DIGITS_KFP_ENDPOINT": "http://kfp:8888",
+               "DIGITS_PIPELINE_IMAGE": "env/image:1"}
+    config = config_lib.from_sources(["--pipeline-image", "flag/image:2", "--kfp-serving-dir", "minio://m/serving",
+                                      "--kfp-experiment", "nightly"], environ)
+    assert (config.schedule, config.kfp_cron, config.kfp_endpoint) == ("15 2 * * 0", "0 15 2 * * 0", "http://kfp:8888")
+    assert (config.pipeline_image, config.kfp_serving_dir, config.kfp_experiment) == (
+        "flag/image:2", "minio://m/serving", "nightly")
+
+
+def test_pipeline_gets_the_composed_beam_args():
+    from pipeline.pipeline import create_pipeline
+
+    config = PipelineConfig(beam_direct_workers=2, beam_args=("--experiments=x",))
+    assert create_pipeline(config).beam_pipeline_args == list(config.beam_pipeline_args)
