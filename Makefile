@@ -1,11 +1,14 @@
 # digits: `make run` trains and pushes a model, `make test` runs every test. Both set up first:
-# a Python 3.10 virtual environment in .venv with the exact versions of requirements.lock.
+# a Python 3.10 virtual environment in .venv with the exact versions of requirements.lock; `make test`
+# also sets up .venv-tools, the k8s validators (requirements-tools.lock), kept apart from TFX's pins.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+TOOLS_VENV  ?= .venv-tools
+TOOLS_STAMP := $(TOOLS_VENV)/.installed
 # Extra options, e.g. `make run ARGS="--epochs 1 --train-examples 5000"`, `make serve ARGS="--rest_api_port=9001"`
 # or `make test PYTEST_ARGS="-k idx"`.
 ARGS        ?=
@@ -13,10 +16,10 @@ PYTEST_ARGS ?=
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL ?= 1
 
-.PHONY: help setup run serve test bench bench-serving lock clean
+.PHONY: help setup run serve test k8s-validate kfp schedule bench bench-serving lock clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 setup: $(STAMP)  ## create .venv with Python 3.10 and install the locked dependencies
 
@@ -29,14 +32,32 @@ $(STAMP): requirements.lock setup.py
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
+# The validators of k8s/ (checkov, kubernetes-validate, yamllint, hadolint) in a venv of their own.
+$(TOOLS_STAMP): requirements-tools.lock
+	@if [ ! -x "$(TOOLS_VENV)/bin/python" ] || ! "$(TOOLS_VENV)/bin/python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 10))'; then \
+	  python310=$$(scripts/find-python310) || exit 1; \
+	  echo "Creating $(TOOLS_VENV) with $$python310"; rm -rf "$(TOOLS_VENV)"; "$$python310" -m venv "$(TOOLS_VENV)"; \
+	fi
+	$(TOOLS_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-tools.lock
+	@touch $(TOOLS_STAMP)
+
 run: $(STAMP)  ## run the pipeline on the embedded defaults and push the model to artifacts/serving
 	$(VENV)/bin/digits run $(ARGS)
 
 serve: $(STAMP)  ## serve what `make run` pushed: TF Serving's gRPC on :8500, REST on :8501 (flags: ARGS="--port=9000")
 	$(VENV)/bin/digits serve $(ARGS)
 
-test: $(STAMP)  ## run the whole test suite
-	$(PY) -m pytest tests $(PYTEST_ARGS)
+test: $(STAMP) $(TOOLS_STAMP)  ## run the whole test suite
+	DIGITS_TOOLS_BIN=$(abspath $(TOOLS_VENV)/bin) $(PY) -m pytest tests $(PYTEST_ARGS)
+
+k8s-validate: $(STAMP) $(TOOLS_STAMP)  ## check k8s/ and the KFP spec (tests/k8s): kustomize builds, kubernetes-validate, checkov, yamllint, hadolint
+	DIGITS_TOOLS_BIN=$(abspath $(TOOLS_VENV)/bin) $(PY) -m pytest tests/k8s $(PYTEST_ARGS)
+
+kfp: $(STAMP)  ## compile the Kubeflow Pipelines v2 job spec into build/kfp (config flags in ARGS)
+	$(VENV)/bin/digits kfp --output-dir build/kfp $(ARGS)
+
+schedule: $(STAMP)  ## create the recurring KFP run from build/kfp (config flags in ARGS)
+	$(VENV)/bin/digits schedule $(ARGS)
 
 bench: $(STAMP)  ## the pipeline benchmark: seed script vs the full pipeline on all 70,000 images
 	$(PY) bench/pipeline_bench.py
@@ -54,9 +75,11 @@ bench-serving: $(STAMP)  ## the serving benchmark: REST and gRPC load vs in-proc
 	fi
 	$(PY) bench/serving_bench.py $(ARGS)
 
-lock:  ## re-resolve requirements.in into requirements.lock (needs uv: pip install uv)
+lock:  ## re-resolve requirements.in and requirements-tools.in into their .lock files (needs uv: pip install uv)
 	uv pip compile requirements.in --python-version 3.10 --python-platform x86_64-manylinux_2_28 \
 	  --no-header --annotation-style line -o requirements.lock
+	uv pip compile requirements-tools.in --python-version 3.10 --python-platform x86_64-manylinux_2_28 \
+	  --no-header --annotation-style line -o requirements-tools.lock
 
 clean:  ## remove run outputs (artifacts/), keeping .venv
 	rm -rf artifacts build tests/artifacts

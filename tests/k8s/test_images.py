@@ -1,0 +1,70 @@
+"""k8s/images/pipeline.Dockerfile and the root .dockerignore (the build context is the repository):
+what the Kubeflow tasks, Dataflow and the scheduled-runs CronJob rely on the image to hold."""
+from __future__ import annotations
+
+import fnmatch
+import shlex
+
+from pipeline.config import PipelineConfig
+from tests.k8s.conftest import K8S, REPO
+
+CONFIG = PipelineConfig()
+
+
+def instructions(path) -> list:
+    """(INSTRUCTION, text) pairs, continuation lines joined and comments dropped."""
+    result, pending = [], ""
+    for line in path.read_text().splitlines():
+        if not pending and (not line.strip() or line.lstrip().startswith("#")):
+            continue
+        if line.rstrip().endswith("\\"):
+            pending += line.rstrip()[:-1] + " "
+            continue
+        text = (pending + line).strip()
+        pending = ""
+        keyword, _, rest = text.partition(" ")
+        result.append((keyword.upper(), rest.strip()))
+    return result
+
+
+def test_pipeline_image_holds_the_repository_where_the_config_says():
+    steps = instructions(K8S / "images" / "pipeline.Dockerfile")
+    keywords = [k for k, _ in steps]
+    assert [t for k, t in steps if k == "FROM"] == ["python:3.10.13-slim-bookworm"]
+    assert "ENTRYPOINT" not in keywords, "TFX's Kubeflow launcher sets the command; an ENTRYPOINT would wrap it"
+    (user,) = [t for k, t in steps if k == "USER"]
+    uid, _, gid = user.partition(":")
+    assert int(uid) > 10000 and (not gid or int(gid) > 10000)
+    assert keywords.index("USER") > max(i for i, k in enumerate(keywords) if k == "RUN"), "installs run as root"
+    (workdir,) = [t for k, t in steps if k == "WORKDIR"]
+    assert workdir == CONFIG.image_source_dir
+    assert CONFIG.dataflow_setup_file == f"{CONFIG.image_source_dir}/setup.py"
+    copies = [t for k, t in steps if k == "COPY"]
+    assert copies[0].split()[0] == "requirements.lock", "the locked dependencies get a layer of their own"
+    assert copies[-1] == f". {CONFIG.image_source_dir}"
+    runs = [t for k, t in steps if k == "RUN"]
+    assert any("-r /tmp/requirements.lock" in r and "--no-cache-dir" in r for r in runs)
+    editable = [r for r in runs if f"-e {CONFIG.image_source_dir}" in r]
+    assert editable and "--no-deps" in editable[0] and "--no-build-isolation" in editable[0]
+    env = dict(item.split("=", 1) for k, t in steps if k == "ENV" for item in shlex.split(t))
+    assert env["TF_USE_LEGACY_KERAS"] == "1" and env["PYTHONUNBUFFERED"] == "1"
+    assert env["HOME"] == "/tmp", "a writable HOME under the read-only root filesystem (an emptyDir in the pods)"
+    assert (REPO / "components" / "schema" / "schema.pbtxt").exists()
+
+
+def test_dockerignore_keeps_outputs_out_and_sources_in():
+    patterns = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
+                if line.strip() and not line.startswith("#")]
+
+    def ignored(path: str) -> bool:
+        parts = path.split("/")
+        prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+        return any(fnmatch.fnmatch(p, pattern.removeprefix("**/")) or fnmatch.fnmatch(p, pattern)
+                   for pattern in patterns for p in prefixes + parts)
+
+    for path in (".git/HEAD", ".venv/bin/python", ".venv-tools/bin/checkov", "artifacts/serving/mnist/1",
+                 "build/kfp/pipeline.json", "tests/artifacts/x", "serving/__pycache__/core.cpython-310.pyc"):
+        assert ignored(path), path
+    for path in ("setup.py", "requirements.lock", "components/schema/schema.pbtxt", "pipeline/cli.py",
+                 "serving/monitoring.config"):
+        assert not ignored(path), path
