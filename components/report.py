@@ -87,7 +87,7 @@ def _failure_reasons(validation) -> List[str]:
             if failure.metric_key.is_diff:
                 allowed = -threshold.change_threshold.absolute.value
                 reasons.append(
-                    f"accuracy dropped by {-value:.4f} against the latest blessed model (allowed: {allowed:.4f})")
+                    f"accuracy dropped by {-value:.4f} against the baseline model (allowed: {allowed:.4f})")
             else:
                 floor = threshold.value_threshold.lower_bound.value
                 reasons.append(f"accuracy {value:.4f} is below the floor {floor:.4f}")

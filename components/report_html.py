@@ -64,8 +64,8 @@ def _verdict_html(verdict: Dict[str, Any]) -> str:
 
     state = "blessed" if verdict["blessed"] else "not blessed"
     reasons = "".join(f"<li>{html.escape(reason)}</li>" for reason in verdict["reasons"])
-    baseline = (f"latest blessed model: {fraction(verdict['baseline_accuracy'])}" if verdict["has_baseline"]
-                else "no blessed model existed yet, so only the accuracy floor applied")
+    baseline = (f"baseline model: {fraction(verdict['baseline_accuracy'])}" if verdict["has_baseline"]
+                else "no baseline model yet (none blessed or served), so only the accuracy floor applied")
     return (f"<p class='{state.replace(' ', '-')}'><b>{state}</b> — test accuracy {fraction(verdict['accuracy'])} "
             f"on {verdict['example_count']} examples; {baseline}.</p>" + (f"<ul>{reasons}</ul>" if reasons else ""))
 

@@ -18,6 +18,7 @@ from pipeline import beam
 
 ENV_PREFIX = "DIGITS_"
 _URI = re.compile(r"^[a-z][a-z0-9+.-]*://\S+$")
+BASELINES = ("latest-blessed", "serving-dir")
 
 
 class ConfigError(ValueError):
@@ -54,8 +55,13 @@ class PipelineConfig:
     seed: int = _field(42, "Seed for weights and shuffling; the same config gives the same weights.")
     accuracy_floor: float = _field(0.97, "Test accuracy a model needs to be blessed.")
     max_accuracy_drop: float = _field(
-        0.005, "Largest test-accuracy drop against the latest blessed model that still blesses (0.005 = 0.5 points)."
+        0.005, "Largest test-accuracy drop against the baseline model that still blesses (0.005 = 0.5 points)."
     )
+    baseline: str = _field(
+        "latest-blessed", "The baseline of --max-accuracy-drop: 'latest-blessed' (the newest blessed model in ML "
+        "Metadata, found by TFX's resolver; LocalDagRunner and Vertex AI Pipelines) or 'serving-dir' (the newest "
+        "version under the Pusher's destination, i.e. the model in production; every orchestrator, open-source "
+        "Kubeflow Pipelines included, whose backend cannot run resolver tasks).", choices=BASELINES)
     enable_cache: bool = _field(True, "Reuse outputs of component runs whose inputs did not change.")
     # Apache Beam, which runs ExampleGen, StatisticsGen, Transform and Evaluator (pipeline/beam.py).
     beam_preset: str = _field(
@@ -114,6 +120,8 @@ class PipelineConfig:
             problems.append(f"accuracy_floor is a fraction in 0..1, got {self.accuracy_floor}")
         if not 0.0 <= self.max_accuracy_drop <= 1.0:
             problems.append(f"max_accuracy_drop is a fraction in 0..1 (0.005 = 0.5 points), got {self.max_accuracy_drop}")
+        if self.baseline not in BASELINES:
+            problems.append(f"baseline must be one of {', '.join(BASELINES)}, got {self.baseline!r}")
         if not self.model_name or "/" in self.model_name:
             problems.append(f"model_name must be a plain name such as 'mnist', got {self.model_name!r}")
         problems.extend(beam.problems(self))

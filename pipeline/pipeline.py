@@ -14,10 +14,12 @@ from tfx.dsl.components.base import executor_spec
 
 from components import mnist_source, pusher
 from components.eval_config import make_eval_config
+from components.evaluator import Evaluator
 from components.example_gen import MnistExampleGen
 from components.example_validator import ExampleValidator
 from components.model import HParams
 from components.report import RunReport
+from components.served_baseline import ServedBaseline
 from pipeline.config import PipelineConfig
 
 _SCHEMA_PATH = ("components", "schema", "schema.pbtxt")  # in the repository
@@ -67,7 +69,7 @@ def create_pipeline(
     sources: SourceLocations = SourceLocations(),
 ) -> tfx.dsl.Pipeline:
     """ExampleGen -> StatisticsGen -> SchemaGen -> ExampleValidator -> Transform -> Trainer ->
-    Evaluator (against the latest blessed model) -> Pusher, and the run report."""
+    Evaluator (against the baseline of ``config.baseline``) -> Pusher, and the run report."""
     example_gen = MnistExampleGen(config.data_source, {
         "train": config.train_examples, "eval": config.eval_examples, "test": config.test_examples},
         code_version(*_DATA_CODE), package_data_dir=sources.package_data_dir)
@@ -100,16 +102,22 @@ def create_pipeline(
         custom_config={**dataclasses.asdict(hparams_from(config)), "code_version": code_version(*_TRAINER_CODE)},
     )
 
-    baseline_resolver = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-    ).with_id("latest_blessed_model_resolver")
+    if config.baseline == "serving-dir":
+        # The model in production: the newest version under the Pusher's destination.
+        baseline = ServedBaseline(config.model_serving_dir).with_id("served_model_baseline")
+        baseline_model = baseline.outputs["baseline"]
+    else:
+        baseline = tfx.dsl.Resolver(
+            strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+            model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+            model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+        ).with_id("latest_blessed_model_resolver")
+        baseline_model = baseline.outputs["model"]
 
-    evaluator = tfx.components.Evaluator(
+    evaluator = Evaluator(
         examples=examples,
         model=trainer.outputs["model"],
-        baseline_model=baseline_resolver.outputs["model"],
+        baseline_model=baseline_model,
         eval_config=make_eval_config(config.accuracy_floor, config.max_accuracy_drop),
         example_splits=["test"],
     )
@@ -125,7 +133,7 @@ def create_pipeline(
     report = RunReport(model=trainer.outputs["model"], examples=examples, evaluation=evaluator.outputs["evaluation"])
 
     components: List = [example_gen, statistics_gen, schema_gen, validator, transform, trainer,
-                        baseline_resolver, evaluator, push, report]
+                        baseline, evaluator, push, report]
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,

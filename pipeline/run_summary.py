@@ -32,6 +32,7 @@ class RunSummary:
     pushed_path: Optional[str]
     report_path: Optional[str]
     config: PipelineConfig
+    served_version: Optional[int] = None  # with baseline=serving-dir: the version compared against, 0 = none
 
     def render(self) -> str:
         lines = [f"digits run {self.run_id}"]
@@ -41,12 +42,7 @@ class RunSummary:
             accuracy = verdict.get("accuracy")
             lines.append(f"test accuracy: {accuracy:.4f} on {verdict.get('example_count')} test images"
                          if accuracy is not None else "test accuracy: not computed")
-            if not verdict.get("has_baseline"):
-                lines.append("no blessed model existed yet: only the accuracy floor "
-                             f"({self.config.accuracy_floor}) applied")
-            else:
-                lines.append(f"latest blessed model's accuracy: {verdict['baseline_accuracy']:.4f} "
-                             f"(allowed drop {self.config.max_accuracy_drop})")
+            lines.append(self._baseline_line())
             if verdict.get("blessed"):
                 lines.append("blessed: yes")
             else:
@@ -60,6 +56,20 @@ class RunSummary:
         if self.report_path:
             lines.append(f"report: {self.report_path}")
         return "\n".join(lines)
+
+    def _baseline_line(self) -> str:
+        """What the change threshold compared against. The verdict holds baseline metrics only when
+        the Evaluator had a baseline model: the resolver found one, or a version was served."""
+        floor_only = f"only the accuracy floor ({self.config.accuracy_floor}) applied"
+        allowed = f"(allowed drop {self.config.max_accuracy_drop})"
+        if self.config.baseline == "serving-dir":
+            if not self.verdict.get("has_baseline"):
+                return f"no model was served yet from {self.config.model_serving_dir}: {floor_only}"
+            return (f"served model's accuracy (version {self.served_version}): "
+                    f"{self.verdict['baseline_accuracy']:.4f} {allowed}")
+        if not self.verdict.get("has_baseline"):
+            return f"no blessed model existed yet: {floor_only}"
+        return f"latest blessed model's accuracy: {self.verdict['baseline_accuracy']:.4f} {allowed}"
 
 
 def _store(connection: metadata_store_pb2.ConnectionConfig) -> metadata_store.MetadataStore:
@@ -96,6 +106,7 @@ def collect(config: PipelineConfig, connection: metadata_store_pb2.ConnectionCon
     report_type = store.get_artifact_type(HtmlReport.TYPE_NAME)
 
     components, pushed, pushed_version, pushed_path, report_dir = [], False, None, None, None
+    served_version = None
     for execution in executions:
         seconds = (execution.last_update_time_since_epoch - execution.create_time_since_epoch) / 1000.0
         components.append(ComponentRun(node_of.get(execution.id, execution.type),
@@ -107,6 +118,8 @@ def collect(config: PipelineConfig, connection: metadata_store_pb2.ConnectionCon
                 if pushed:
                     pushed_version = properties["pushed_version"].string_value
                     pushed_path = properties["pushed_destination"].string_value
+            if "served_version" in properties:  # ServedBaseline's output
+                served_version = properties["served_version"].int_value
             if artifact.type_id == report_type.id:
                 report_dir = artifact.uri
     verdict = {}
@@ -116,4 +129,5 @@ def collect(config: PipelineConfig, connection: metadata_store_pb2.ConnectionCon
     return RunSummary(
         run_id=run.name, components=components, verdict=verdict, pushed=pushed,
         pushed_version=pushed_version, pushed_path=pushed_path,
-        report_path=os.path.join(report_dir, REPORT_FILE) if report_dir else None, config=config)
+        report_path=os.path.join(report_dir, REPORT_FILE) if report_dir else None, config=config,
+        served_version=served_version)

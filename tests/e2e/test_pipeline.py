@@ -13,7 +13,8 @@ from ml_metadata.proto import metadata_store_pb2
 
 from components.example_validator import DataAnomaliesError
 from pipeline import local_runner
-from tests.conftest import make_idx_dir
+from pipeline.config import PipelineConfig
+from tests.conftest import SMALL_RUN, make_idx_dir
 
 COMPONENTS = {"ImportSchemaGen", "MnistExampleGen", "StatisticsGen", "ExampleValidator", "Transform", "Trainer",
               "latest_blessed_model_resolver", "Evaluator", "Pusher", "RunReport"}
@@ -134,3 +135,55 @@ def test_corrupt_data_stops_the_run_at_example_validator(pipeline_run, small_ima
     for name, runs in executions_before.items():  # earlier metadata intact
         assert [e.id for e in executions_after[name][:len(runs)]] == [e.id for e in runs]
     assert snapshot(config.serving_dir) == serving_before
+
+
+@pytest.fixture(scope="module")
+def served_baseline_runs(tmp_path_factory):
+    """Two runs with the served model as baseline (baseline=serving-dir), in a temp dir of their
+    own: the first finds nothing served and pushes; the second trains a much worse model (one hidden
+    unit, one epoch) and may drop no accuracy at all against the served version."""
+    root = tmp_path_factory.mktemp("served_baseline")
+    config = PipelineConfig(pipeline_root=str(root / "root"), serving_dir=str(root / "serving"),
+                            baseline="serving-dir", **SMALL_RUN)
+    first = local_runner.run(config)
+    served_after_first = snapshot(config.serving_dir)
+    worse = dataclasses.replace(config, hidden_units=(1,), epochs=1, accuracy_floor=0.0, max_accuracy_drop=0.0)
+    second = local_runner.run(worse)
+    return config, first, served_after_first, second
+
+
+def test_served_baseline_replaces_the_resolver_and_the_first_run_gates_on_the_floor(served_baseline_runs):
+    config, first, _, _ = served_baseline_runs
+    assert {c.node_id: c.state for c in first.components} == {
+        name: "COMPLETE" for name in COMPONENTS - {"latest_blessed_model_resolver"} | {"served_model_baseline"}}
+    assert first.served_version == 0 and not first.verdict["has_baseline"]
+    assert first.verdict["blessed"] and first.pushed and os.listdir(config.model_serving_dir) == [first.pushed_version]
+    assert f"no model was served yet from {os.path.abspath(config.model_serving_dir)}" in first.render()
+
+
+def test_a_model_much_worse_than_the_served_one_is_not_pushed(served_baseline_runs):
+    config, first, served_after_first, second = served_baseline_runs
+    # The Evaluator compared against the served version: the same model on the same test images,
+    # so the baseline's accuracy is exactly the first run's.
+    assert second.served_version == int(first.pushed_version)
+    # Caching is on (the data components are reused), yet the baseline node ran again: its driver put the
+    # newly served version into the cache key. A stale cached baseline would be the first run's empty one.
+    states = {c.node_id: c.state for c in second.components}
+    assert states["MnistExampleGen"] == "CACHED" and states["served_model_baseline"] == "COMPLETE"
+    assert second.verdict["has_baseline"] and second.verdict["baseline_accuracy"] == first.verdict["accuracy"]
+    assert second.verdict["accuracy"] < first.verdict["accuracy"] - 0.1
+    assert not second.verdict["blessed"] and not second.pushed
+    assert [reason for reason in second.verdict["reasons"] if "dropped by" in reason], second.verdict
+    assert f"served model's accuracy (version {first.pushed_version})" in second.render()
+    assert snapshot(config.serving_dir) == served_after_first
+
+
+def test_served_baseline_is_cached_while_nothing_new_is_served(served_baseline_runs):
+    config, first, served_after_first, second = served_baseline_runs
+    third = local_runner.run(config)  # the first run's config again; nothing was pushed since the second
+    states = {c.node_id: c.state for c in third.components}
+    assert states["served_model_baseline"] == "CACHED" and states["Trainer"] == "CACHED"
+    # The candidate is the served model itself: no drop, blessed, and no new version for the same model.
+    assert third.served_version == int(first.pushed_version) and third.verdict["has_baseline"]
+    assert third.verdict["baseline_accuracy"] == third.verdict["accuracy"] and third.verdict["blessed"]
+    assert third.pushed_version == first.pushed_version and snapshot(config.serving_dir) == served_after_first

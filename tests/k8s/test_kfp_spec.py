@@ -1,6 +1,7 @@
 """The Kubeflow Pipelines v2 spec that `digits kfp` compiles, checked against the TFX pipeline it
 came from: every node a task with a real executor, the same dependencies, one image, the Beam
-preset's arguments, object-store locations, and nothing that points at this machine."""
+preset's arguments, object-store locations, the baseline's source, and nothing that points at this
+machine."""
 from __future__ import annotations
 
 import json
@@ -15,6 +16,7 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 from tfx.dsl.components.base import executor_spec
 from tfx.dsl.components.common import resolver
 
+from components.served_baseline import ServedBaseline
 from pipeline import kubeflow_v2_runner
 from pipeline.config import PipelineConfig
 
@@ -25,6 +27,11 @@ PRESETS = {
     "flink": dict(beam_preset="flink", flink_master="flink-jobmanager:8081",
                   flink_environment_config="localhost:50000"),
 }
+# The presets with the default baseline (TFX's resolver), and one with the served model as baseline,
+# the form the open-source Kubeflow Pipelines backend can run (it has no resolver tasks).
+SERVED = "flink+serving-dir"
+VARIANTS = {**PRESETS, SERVED: dict(PRESETS["flink"], baseline="serving-dir")}
+RESOLVER_TASKS = ["latest_blessed_model_resolver-model-blessing-resolver", "latest_blessed_model_resolver-model-resolver"]
 
 
 class Compiled:
@@ -42,11 +49,28 @@ class Compiled:
         return self.executors[component["executorLabel"]]["container"]
 
 
-@pytest.fixture(scope="module", params=sorted(PRESETS))
-def compiled(request, tmp_path_factory) -> Compiled:
-    config = PipelineConfig(kfp_pipeline_root="gs://test-bucket/root", kfp_serving_dir="s3://models/serving",
-                            pipeline_image="registry.example/digits-pipeline:test", **PRESETS[request.param])
-    return Compiled(config, tmp_path_factory.mktemp(f"kfp_{request.param}"))
+@pytest.fixture(scope="module")
+def compile_variant(tmp_path_factory):
+    """Compiles each variant once for the whole module."""
+    done = {}
+
+    def get(name: str) -> Compiled:
+        if name not in done:
+            config = PipelineConfig(kfp_pipeline_root="gs://test-bucket/root", kfp_serving_dir="s3://models/serving",
+                                    pipeline_image="registry.example/digits-pipeline:test", **VARIANTS[name])
+            done[name] = Compiled(config, tmp_path_factory.mktemp("kfp"))
+        return done[name]
+    return get
+
+
+@pytest.fixture(scope="module", params=sorted(VARIANTS))
+def compiled(request, compile_variant) -> Compiled:
+    return compile_variant(request.param)
+
+
+@pytest.fixture(scope="module")
+def served(compile_variant) -> Compiled:
+    return compile_variant(SERVED)
 
 
 def task_ids(node) -> list:
@@ -76,7 +100,6 @@ def test_both_files_parse_as_strict_pipeline_specs(compiled):
 def test_every_node_is_a_task_whose_component_has_an_executor(compiled):
     expected = {task for node in compiled.pipeline.components for task in task_ids(node)}
     assert set(compiled.tasks) == expected
-    assert "latest_blessed_model_resolver-model-resolver" in expected  # the resolver is there
     for name, task in compiled.tasks.items():
         component = compiled.spec["components"].get(task["componentRef"]["name"])
         assert component is not None, name
@@ -96,8 +119,43 @@ def test_task_dependencies_are_the_pipeline_upstream_nodes(compiled):
 
 def test_every_container_runs_the_pipeline_image(compiled):
     containers = [executor["container"] for executor in compiled.executors.values() if "container" in executor]
-    assert len(containers) == len(compiled.pipeline.components) - 1  # all but the resolver, which is a query
+    queries = [node for node in compiled.pipeline.components if isinstance(node, resolver.Resolver)]
+    assert len(containers) == len(compiled.pipeline.components) - len(queries)  # all but the resolver's queries
     assert {container["image"] for container in containers} == {compiled.config.pipeline_image}
+
+
+def test_the_baseline_comes_from_the_configured_source(compiled):
+    """latest-blessed: two resolver executors (ML Metadata queries that only Vertex AI runs) feed the
+    Evaluator; serving-dir: no resolver anywhere, the served baseline's container task feeds it."""
+    resolvers = sorted(label for label, executor in compiled.executors.items() if "resolver" in executor)
+    baseline_input = compiled.tasks["Evaluator"]["inputs"]["artifacts"]["baseline_model"]["taskOutputArtifact"]
+    if compiled.config.baseline == "serving-dir":
+        assert resolvers == [] and not [task for task in compiled.tasks if "resolver" in task]
+        assert baseline_input == {"producerTask": "served_model_baseline", "outputArtifactKey": "baseline"}
+    else:
+        assert compiled.config.baseline == "latest-blessed"
+        assert resolvers == [f"{task}_executor" for task in RESOLVER_TASKS]
+        assert set(RESOLVER_TASKS) <= set(compiled.tasks)
+        assert baseline_input == {"producerTask": RESOLVER_TASKS[-1], "outputArtifactKey": "model"}
+
+
+def test_served_baseline_is_a_container_task_reading_the_kfp_serving_dir(served):
+    nodes = [node for node in served.pipeline.components if isinstance(node, ServedBaseline)]
+    assert [node.id for node in nodes] == ["served_model_baseline"]
+    task = served.tasks["served_model_baseline"]
+    assert task["inputs"]["parameters"]["model_dir"]["runtimeValue"]["constant"] == "s3://models/serving/mnist"
+    assert "dependentTasks" not in task  # it needs nothing upstream: it runs at the start of the run
+    assert "served_model_baseline" in served.tasks["Evaluator"]["dependentTasks"]
+    container = served.container("served_model_baseline")
+    assert container["image"] == served.config.pipeline_image
+    assert container["command"] == ["python", "-m", "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"]
+    assert container["args"][:2] == ["--executor_class_path", "components.served_baseline.Executor"]
+    assert served.container("Evaluator")["args"][:2] == ["--executor_class_path", "components.evaluator.Executor"]
+    # Its output depends on the serving directory, which Kubeflow's cache key does not see: never cached,
+    # while every other task keeps the pipeline's caching.
+    assert task["cachingOptions"] == {"enableCache": False}
+    assert {name: t.get("cachingOptions") for name, t in served.tasks.items() if name != "served_model_baseline"} \
+        == {name: {"enableCache": True} for name in served.tasks if name != "served_model_baseline"}
 
 
 def test_beam_components_get_the_preset_arguments(compiled):
@@ -168,6 +226,16 @@ def test_cli_compiles_and_prints_the_paths(tmp_path, capsys):
     assert printed == [str(tmp_path / "digits_pipeline_job.json"), str(tmp_path / "digits_pipeline.json")]
     assert json.loads((tmp_path / "digits_pipeline.json").read_text())["deploymentSpec"]["executors"][
         "Trainer_executor"]["container"]["image"] == "img:1"
+
+
+def test_cli_compiles_the_served_baseline_without_resolvers(tmp_path, capsys):
+    from pipeline import cli
+
+    assert cli.main(["kfp", "--output-dir", str(tmp_path), "--baseline", "serving-dir"]) == 0
+    spec = json.loads((tmp_path / "digits_pipeline.json").read_text())
+    assert [label for label, executor in spec["deploymentSpec"]["executors"].items() if "resolver" in executor] == []
+    assert spec["root"]["dag"]["tasks"]["served_model_baseline"]["inputs"]["parameters"]["model_dir"] == {
+        "runtimeValue": {"constant": PipelineConfig().kfp_serving_dir + "/mnist"}}
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -46,6 +46,7 @@ def test_environment_overrides_defaults_and_flags_override_environment():
     (["--kfp-serving-dir", "digits-ml/serving"], "kfp_serving_dir must be an object-store URI"),
     (["--schedule", "0 0 3 * * *"], "schedule must be a 5-field cron expression"),
     (["--schedule", "daily"], "schedule must be a 5-field cron expression"),
+    (["--baseline", "latest"], "baseline must be one of latest-blessed, serving-dir, got 'latest'"),
 ])
 def test_bad_values_say_which_field_and_why(argv, message):
     with pytest.raises(ConfigError, match=message):
@@ -64,8 +65,10 @@ def test_cli_reports_config_errors_without_a_traceback(capsys):
     assert "digits run: epochs='zero' is not a valid int" in capsys.readouterr().err
 
 
-def test_help_shows_every_field_with_default_and_environment_variable(capsys):
+def test_help_shows_every_field_with_default_and_environment_variable(capsys, monkeypatch):
     from pipeline import cli
+
+    monkeypatch.setenv("COLUMNS", "1000")  # argparse wraps at hyphens ("latest- blessed") on narrow terminals
 
     with pytest.raises(SystemExit):
         cli.main(["run", "--help"])
@@ -74,6 +77,14 @@ def test_help_shows_every_field_with_default_and_environment_variable(capsys):
     assert "(default: 128,128; env DIGITS_HIDDEN_UNITS)" in shown
     assert "(default: direct; one of direct, dataflow, flink; env DIGITS_BEAM_PRESET)" in shown
     assert "(default: ''; env DIGITS_BEAM_ARGS)" in shown
+    assert "(default: latest-blessed; one of latest-blessed, serving-dir; env DIGITS_BASELINE)" in shown
+
+
+def test_baseline_defaults_to_the_resolver_and_takes_environment_and_flag():
+    assert PipelineConfig().baseline == "latest-blessed"
+    assert config_lib.from_sources([], {"DIGITS_BASELINE": "serving-dir"}).baseline == "serving-dir"
+    assert config_lib.from_sources(["--baseline", "latest-blessed"],
+                                   {"DIGITS_BASELINE": "serving-dir"}).baseline == "latest-blessed"
 
 
 def test_config_errors_are_one_line():
