@@ -11,7 +11,8 @@ import dataclasses
 import os
 import re
 import shlex
-from typing import Any, Mapping, Sequence, Tuple
+import sys
+from typing import Any, Callable, Mapping, Optional, Sequence, Tuple
 
 from components.mnist_source import PACKAGE_SOURCE
 from pipeline import beam
@@ -212,6 +213,23 @@ def from_flags(flags: argparse.Namespace, environ: Mapping[str, str] = os.enviro
         if text is not None:
             values[field.name] = _parse(field, text)
     return PipelineConfig(**values)
+
+
+def command_line(prog: str, description: str, argv: Optional[Sequence[str]],
+                 own_options: Callable[[argparse.ArgumentParser], None]) -> Tuple[PipelineConfig, argparse.Namespace]:
+    """Parses a command that takes every config flag plus ``own_options``; a config that cannot be
+    used ends the command with one line and exit status 2, as ``digits run`` does."""
+    parser = argparse.ArgumentParser(
+        prog=prog, allow_abbrev=False,
+        description=f"{description} Options override DIGITS_* environment variables, which override the defaults.")
+    add_arguments(parser)
+    own_options(parser)
+    args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+    try:
+        return from_flags(args), args
+    except ConfigError as error:
+        print(f"{prog}: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -25,7 +25,6 @@ import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # before TensorFlow is imported, as pipeline.cli does
 
-import argparse  # noqa: E402
 import dataclasses  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
@@ -93,20 +92,16 @@ def _never_cached(pipeline_spec: dict, task_ids: Sequence[str]) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None, prog: str = "digits kfp") -> int:
-    parser = argparse.ArgumentParser(
-        prog=prog, allow_abbrev=False,
-        description="Compile the pipeline into a Kubeflow Pipelines v2 spec. Options override DIGITS_* "
-                    "environment variables, which override the defaults.")
-    config_lib.add_arguments(parser)
-    parser.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR,
-                        help=f"Where the spec files are written (default: {DEFAULT_OUTPUT_DIR}).")
-    args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+    config, args = config_lib.command_line(
+        prog, "Compile the pipeline into a Kubeflow Pipelines v2 spec.", argv,
+        lambda parser: parser.add_argument(
+            "--output-dir", default=DEFAULT_OUTPUT_DIR,
+            help=f"Where the spec files are written (default: {DEFAULT_OUTPUT_DIR})."))
     try:
-        config = config_lib.from_flags(args)
         kfp_config(config)
     except ConfigError as error:
         print(f"{prog}: {error}", file=sys.stderr)
-        return 2
+        raise SystemExit(2) from None
     from absl import logging
 
     logging.set_verbosity(logging.WARNING)  # TFX logs every component it compiles at INFO

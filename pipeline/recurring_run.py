@@ -11,7 +11,6 @@ missed while the schedule was paused.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -19,7 +18,7 @@ import tempfile
 from typing import Any, Optional, Sequence
 
 from pipeline import config as config_lib
-from pipeline.config import ConfigError, PipelineConfig
+from pipeline.config import PipelineConfig
 
 DEFAULT_SPEC = os.path.join("build", "kfp", "digits_pipeline.json")
 PORT_FORWARD = "kubectl port-forward -n kubeflow svc/ml-pipeline 8888:8888"
@@ -103,19 +102,11 @@ def schedule(config: PipelineConfig, spec_path: str = DEFAULT_SPEC) -> Any:
 
 
 def main(argv: Optional[Sequence[str]] = None, prog: str = "digits schedule") -> int:
-    parser = argparse.ArgumentParser(
-        prog=prog, allow_abbrev=False,
-        description="Create a Kubeflow Pipelines recurring run of the compiled pipeline (digits kfp) at "
-                    "--schedule. Options override DIGITS_* environment variables, which override the defaults.")
-    config_lib.add_arguments(parser)
-    parser.add_argument("--spec", default=DEFAULT_SPEC,
-                        help=f"The compiled PipelineSpec (default: {DEFAULT_SPEC}, written by 'make kfp').")
-    args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
-    try:
-        config = config_lib.from_flags(args)
-    except ConfigError as error:
-        print(f"{prog}: {error}", file=sys.stderr)
-        return 2
+    config, args = config_lib.command_line(
+        prog, "Create a Kubeflow Pipelines recurring run of the compiled pipeline (digits kfp) at --schedule.", argv,
+        lambda parser: parser.add_argument(
+            "--spec", default=DEFAULT_SPEC,
+            help=f"The compiled PipelineSpec (default: {DEFAULT_SPEC}, written by 'make kfp')."))
     try:
         run = schedule(config, args.spec)
     except ScheduleError as error:

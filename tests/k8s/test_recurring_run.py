@@ -138,5 +138,7 @@ def test_job_file_is_refused_with_the_right_file_named(kfp_server, tmp_path, cap
 
 
 def test_bad_schedule_is_a_config_error(spec_file, capsys):
-    assert recurring_run.main(["--schedule", "0 3 * *", "--spec", str(spec_file)]) == 2
+    with pytest.raises(SystemExit) as exit_:
+        recurring_run.main(["--schedule", "0 3 * *", "--spec", str(spec_file)])
+    assert exit_.value.code == 2
     assert "schedule must be a 5-field cron expression" in capsys.readouterr().err
