@@ -54,7 +54,8 @@ class PipelineConfig:
     hidden_units: Tuple[int, ...] = _field((128, 128), "Sizes of the hidden ReLU layers, comma separated.")
     learning_rate: float = _field(0.001, "Adam learning rate.")
     seed: int = _field(42, "Seed for weights and shuffling; the same config gives the same weights.")
-    accuracy_floor: float = _field(0.97, "Test accuracy a model needs to be blessed.")
+    accuracy_floor: float = _field(
+        0.965, "Test accuracy a model needs to be blessed (the seed tutorial's ~0.97 less its seed-to-seed spread).")
     max_accuracy_drop: float = _field(
         0.005, "Largest test-accuracy drop against the baseline model that still blesses (0.005 = 0.5 points)."
     )
