@@ -18,11 +18,11 @@ import socket
 import sys
 import urllib.parse
 import warnings
-from typing import List, Optional, Sequence, Tuple
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["ClientError", "ModelClient", "main", "DEFAULT_REST_PORT", "DEFAULT_GRPC_PORT"]
+__all__ = ["ClientError", "ModelClient", "VersionStatus", "main", "DEFAULT_REST_PORT", "DEFAULT_GRPC_PORT"]
 
 DEFAULT_REST_PORT, DEFAULT_GRPC_PORT = 8501, 8500
 INPUT_KEY, OUTPUT_KEY = "images", "probabilities"
@@ -30,7 +30,23 @@ START_HINT = "start it with `make serve`, or pass --server HOST:PORT"
 
 
 class ClientError(Exception):
-    """A prediction that did not happen; the message is one line saying why and what to do."""
+    """A prediction that did not happen; the message is one line saying why and what to do.
+
+    Callers that answer users of their own (the web app) tell the cases apart by ``unreachable`` (no
+    answer at all: refused, unknown host, timeout), ``status`` (the server's HTTP status, or gRPC code
+    name) and ``detail`` (the server's own error text).
+    """
+
+    def __init__(self, message: str, status=None, detail: str = "", unreachable: bool = False):
+        super().__init__(message)
+        self.status, self.detail, self.unreachable = status, detail, unreachable
+
+
+class VersionStatus(NamedTuple):
+    """One entry of TF Serving's GetModelStatus: version, state (e.g. AVAILABLE) and error message."""
+    version: int
+    state: str
+    error_message: str = ""
 
 
 def split_target(target: str, default_port: int) -> Tuple[str, int]:
@@ -104,27 +120,18 @@ class ModelClient:
 
     # ---- REST: POST /v1/models/<name>[/versions/<v>|/labels/<l>]:predict, TF Serving's row format ----
 
-    def rest_path(self) -> str:
+    def rest_path(self, method: str = ":predict") -> str:
         path = "/v1/models/" + urllib.parse.quote(self.model_name, safe="")
         if self.version is not None:
             path += f"/versions/{int(self.version)}"
         elif self.label:
             path += "/labels/" + urllib.parse.quote(self.label, safe="")
-        return path + ":predict"
+        return path + method
 
     def _rest_predict(self, images: np.ndarray) -> np.ndarray:
         body = json.dumps({"signature_name": self.signature_name, "instances": images.tolist()},
                           separators=(",", ":")).encode()
-        status, reason, text = self._post(self.rest_path(), body)
-        try:
-            doc = json.loads(text)
-        except ValueError:
-            doc = None
-        if status != 200:
-            if isinstance(doc, dict) and isinstance(doc.get("error"), str):
-                raise ClientError(f"the model server answered {status}: {_one_line(doc['error'])}")
-            raise ClientError(f"the server at {self.address} answered {status} {reason} without TF Serving's "
-                              f"JSON error: is that the model server's REST port?")
+        doc, text = self._rest_json("POST", self.rest_path(), body)
         predictions = doc.get("predictions") if isinstance(doc, dict) else None
         if not isinstance(predictions, list):
             raise ClientError(f"the model server's answer has no \"predictions\" list: {_one_line(text)[:200]}")
@@ -135,10 +142,26 @@ class ModelClient:
             raise ClientError(f"the model server's predictions have no \"{OUTPUT_KEY}\" output: is "
                               f"--signature-name {self.signature_name} the model's image signature?") from None
 
-    def _post(self, path: str, body: bytes) -> Tuple[int, str, str]:
+    def _rest_json(self, method: str, path: str, body: Optional[bytes] = None):
+        """(decoded JSON, text) of a 200 answer; TF Serving's {"error": ...} of any other as a ClientError."""
+        status, reason, text = self._request(method, path, body)
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            doc = None
+        if status != 200:
+            if isinstance(doc, dict) and isinstance(doc.get("error"), str):
+                detail = _one_line(doc["error"])
+                raise ClientError(f"the model server answered {status}: {detail}", status, detail)
+            raise ClientError(f"the server at {self.address} answered {status} {reason} without TF Serving's "
+                              f"JSON error: is that the model server's REST port?", status)
+        return doc, text
+
+    def _request(self, method: str, path: str, body: Optional[bytes] = None) -> Tuple[int, str, str]:
         connection = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
         try:
-            connection.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+            headers = {"Content-Type": "application/json"} if body is not None else {}
+            connection.request(method, path, body=body, headers=headers)
             response = connection.getresponse()
             return response.status, response.reason, response.read().decode("utf-8", "replace")
         except socket.timeout:  # before socket.error: it is one
@@ -154,6 +177,46 @@ class ModelClient:
             raise self._unreachable((e.strerror or str(e)).lower()) from None
         finally:
             connection.close()
+
+    # ---- model status: GET /v1/models/<name>[/versions/<v>|/labels/<l>], or ModelService/GetModelStatus ----
+
+    def status(self) -> List[VersionStatus]:
+        """The model's versions as the server reports them (newest first), so a caller can say which
+        version answers; a model with no version at all is TF Serving's NOT_FOUND error."""
+        if self.grpc:
+            return self._grpc_status()
+        doc, text = self._rest_json("GET", self.rest_path(""))
+        try:
+            return sorted((VersionStatus(int(v["version"]), str(v["state"]),
+                                         _one_line(v.get("status", {}).get("error_message", "")))
+                           for v in doc["model_version_status"]), reverse=True)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise ClientError(f"the model server's status answer has no \"model_version_status\" list: "
+                              f"{_one_line(text)[:200]}") from None
+
+    def available_version(self) -> Optional[int]:
+        """The highest AVAILABLE version: the one that answers an unpinned request. None if none is."""
+        return next((s.version for s in self.status() if s.state == "AVAILABLE"), None)
+
+    def _grpc_status(self) -> List[VersionStatus]:
+        import grpc
+        from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
+
+        stub, _ = self._grpc_stub()  # opens the channel
+        request = get_model_status_pb2.GetModelStatusRequest()
+        request.model_spec.name = self.model_name
+        if self.version is not None:
+            request.model_spec.version.value = int(self.version)
+        elif self.label:
+            request.model_spec.version_label = self.label
+        try:
+            response = model_service_pb2_grpc.ModelServiceStub(self._channel).GetModelStatus(
+                request, timeout=self.timeout)
+        except grpc.RpcError as e:
+            raise self._grpc_error(e) from None
+        states = get_model_status_pb2.ModelVersionStatus.State
+        return sorted((VersionStatus(s.version, states.Name(s.state), _one_line(s.status.error_message))
+                       for s in response.model_version_status), reverse=True)
 
     # ---- gRPC: tensorflow.serving.PredictionService/Predict ----------------------------------------
 
@@ -201,16 +264,17 @@ class ModelClient:
             return self._timed_out()
         if code == grpc.StatusCode.UNAVAILABLE:
             return self._unreachable("connection refused" if "connection refused" in details.lower() else details)
-        return ClientError(f"the model server answered {code.name}: {details}")
+        return ClientError(f"the model server answered {code.name}: {details}", code.name, details)
 
     # ---- messages ------------------------------------------------------------------------------------
 
     def _unreachable(self, reason: str) -> ClientError:
-        return ClientError(f"cannot reach the model server at {self.address} ({reason}): {START_HINT}")
+        return ClientError(f"cannot reach the model server at {self.address} ({reason}): {START_HINT}",
+                           unreachable=True)
 
     def _timed_out(self) -> ClientError:
         return ClientError(f"the model server at {self.address} did not answer within {self.timeout:g} s: "
-                           f"pass a larger --timeout, or check the server")
+                           f"pass a larger --timeout, or check the server", unreachable=True)
 
 
 def tensor_to_array(tensor) -> np.ndarray:

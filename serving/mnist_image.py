@@ -21,6 +21,7 @@ a centre of mass sits on a rounding tie, or digits that MNIST itself cut at the 
 """
 from __future__ import annotations
 
+import io
 import math
 import os
 from typing import List, Tuple, Union
@@ -28,7 +29,7 @@ from typing import List, Tuple, Union
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
-__all__ = ["ImageError", "load_images", "load_labelled", "to_mnist"]
+__all__ = ["BlankImageError", "ImageError", "load_bytes", "load_images", "load_labelled", "to_mnist"]
 
 SIZE, BOX, CENTRE = 28, 20, 14.0
 MAX_SIDE = 1024        # larger photos are shrunk first: far more pixels than a digit needs
@@ -45,6 +46,10 @@ class ImageError(ValueError):
     """An input that cannot become a digit; the message names the file and what to do."""
 
 
+class BlankImageError(ImageError):
+    """No ink at all: apps ask the user to draw rather than report a broken file."""
+
+
 def to_mnist(image: Union[Image.Image, np.ndarray], name: str = "the image") -> np.ndarray:
     """One image (PIL, or an array [H, W] in 0..1 or 0..255) as float32 [28, 28] in 0..255."""
     gray = _pil_gray(image) if isinstance(image, Image.Image) else _array_gray(np.asarray(image), name)
@@ -56,7 +61,7 @@ def to_mnist(image: Union[Image.Image, np.ndarray], name: str = "the image") -> 
     patch = ink[max(0, top - margin):bottom + margin, max(0, left - margin):right + margin]
     fitted = _fit(patch, longest)
     if not fitted.any():
-        raise ImageError(f"no digit found in {name}: the image is blank")
+        raise BlankImageError(f"no digit found in {name}: the image is blank")
     return _centre(fitted)
 
 
@@ -77,6 +82,19 @@ def load_labelled(path: str) -> Tuple[List[str], np.ndarray]:
     return [path], to_mnist(_read_image(path), path)[None]
 
 
+def load_bytes(data: bytes, name: str = "the image") -> np.ndarray:
+    """The contents of one image file (PNG, JPEG, ... or a .npy [H, W]) as float32 [28, 28]: uploads
+    are prepared exactly as files given to ``digits predict``."""
+    if not data:
+        raise ImageError(f"{name} is empty: send the contents of an image file")
+    if data[:6] == b"\x93NUMPY":
+        array = _read_npy(io.BytesIO(data), name)
+        if array.ndim != 2:
+            raise ImageError(f"{name} holds {len(array)} images: send one image [H, W]")
+        return to_mnist(array, name)
+    return to_mnist(_read_image(io.BytesIO(data), name), name)
+
+
 # ---- reading ------------------------------------------------------------------------------------
 
 def _is_npy(path: str) -> bool:
@@ -94,9 +112,10 @@ def _is_npy(path: str) -> bool:
     return magic == b"\x93NUMPY"
 
 
-def _read_npy(path: str) -> np.ndarray:
+def _read_npy(source, name: str = "") -> np.ndarray:
+    path = name or source  # a file object is named by the caller
     try:
-        array = np.load(path, allow_pickle=False)
+        array = np.load(source, allow_pickle=False)
     except ValueError as e:
         if "allow_pickle" in str(e):
             raise ImageError(f"{path} holds Python objects, not numbers: save a numeric array "
@@ -110,9 +129,10 @@ def _read_npy(path: str) -> np.ndarray:
     return _pixels(array, path)
 
 
-def _read_image(path: str) -> Image.Image:
+def _read_image(source, name: str = "") -> Image.Image:
+    path = name or source  # a file object is named by the caller
     try:
-        image = Image.open(path)
+        image = Image.open(source)
         image.draft("L", (MAX_SIDE, MAX_SIDE))  # JPEG: decode at a reduced size, much faster
         image.load()
     except Image.UnidentifiedImageError:
@@ -199,7 +219,7 @@ def _ink(gray: np.ndarray, name: str) -> np.ndarray:
     ink = np.clip(ink - noise, 0, None)
     peak = float(ink.max())
     if peak < MIN_CONTRAST:
-        raise ImageError(f"no digit found in {name}: the image is blank")
+        raise BlankImageError(f"no digit found in {name}: the image is blank")
     return ink * (255 / peak)
 
 
@@ -220,7 +240,7 @@ def _bounding_box(ink: np.ndarray, name: str) -> Tuple[int, int, int, int]:
     window = mask[top:bottom, left:right]
     rows, cols = np.nonzero(window.any(axis=1))[0], np.nonzero(window.any(axis=0))[0]
     if rows.size == 0:
-        raise ImageError(f"no digit found in {name}: the image is blank")
+        raise BlankImageError(f"no digit found in {name}: the image is blank")
     return top + rows[0], top + rows[-1] + 1, left + cols[0], left + cols[-1] + 1
 
 

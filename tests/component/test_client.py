@@ -12,7 +12,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from serving.client import ClientError, ModelClient, main, split_target  # noqa: E402
+from serving.client import ClientError, ModelClient, VersionStatus, main, split_target  # noqa: E402
 from serving.core import LoadedModel  # noqa: E402
 from serving.mnist_image import load_images, to_mnist  # noqa: E402
 from serving.model_registry import ModelRegistry  # noqa: E402
@@ -140,6 +140,30 @@ def test_server_errors_are_one_line(rest, digits):
         with pytest.raises(ClientError) as error:
             client.predict(images)
         assert str(error.value) == message
+
+
+def test_status_lists_versions_and_the_one_that_answers(rest, grpc_target):
+    for target, grpc in ((rest, False), (grpc_target, True)):
+        with ModelClient(target, grpc=grpc) as client:
+            assert client.status() == [VersionStatus(1, "AVAILABLE", "")]
+            assert client.available_version() == 1
+        with ModelClient(target, model_name="nope", grpc=grpc) as client, pytest.raises(ClientError) as error:
+            client.status()
+        assert error.value.status == (404 if not grpc else "NOT_FOUND") and not error.value.unreachable
+        assert error.value.detail == "Could not find any versions of model nope"
+
+
+def test_status_of_a_server_that_is_not_there_is_unreachable():
+    with pytest.raises(ClientError) as error:
+        ModelClient(f"127.0.0.1:{free_port()}").status()
+    assert error.value.unreachable and "connection refused" in str(error.value)
+
+
+def test_status_over_rest_imports_no_tensorflow():
+    code = ("import sys, serving.client as c\n"
+            "try:\n    c.ModelClient('127.0.0.1:1').status()\nexcept c.ClientError:\n    pass\n"
+            "assert not [m for m in sys.modules if m.startswith(('tensorflow', 'grpc'))]")
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
 
 
 def test_server_that_does_not_answer_times_out(digits):

@@ -247,3 +247,29 @@ def test_unreadable_files(tmp_path):
 def test_to_mnist_rejects_arrays_that_are_not_one_image():
     with pytest.raises(ImageError, match=r"has shape \[28, 28, 3\]: expected one image"):
         to_mnist(np.zeros((28, 28, 3)))
+
+
+def test_load_bytes_reads_uploads_as_files_are_read(tmp_path):
+    """An upload's bytes become what the same file gives ``digits predict``; blank is its own error."""
+    from serving.mnist_image import BlankImageError, load_bytes
+
+    page = np.full((90, 120), 240, np.uint8)
+    page[20:70, 55:62] = 20  # a dark "1" on light paper
+    path = tmp_path / "one.png"
+    Image.fromarray(page).save(path)
+    assert np.array_equal(load_bytes(path.read_bytes(), "one.png"), load_images(str(path))[0])
+    npy = tmp_path / "one.npy"
+    np.save(npy, page)
+    assert np.array_equal(load_bytes(npy.read_bytes()), load_images(str(npy))[0])
+    with pytest.raises(BlankImageError, match="^no digit found in the drawing: the image is blank$"):
+        load_bytes(_png(np.zeros((50, 50), np.uint8)), "the drawing")
+    with pytest.raises(ImageError, match="^upload is neither an image Pillow can read"):
+        load_bytes(b"text", "upload")
+    with pytest.raises(ImageError, match="^upload is empty"):
+        load_bytes(b"", "upload")
+
+
+def _png(array: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(array).save(out, "PNG")
+    return out.getvalue()
