@@ -13,10 +13,13 @@ TOOLS_STAMP := $(TOOLS_VENV)/.installed
 # or `make test PYTEST_ARGS="-k idx"`.
 ARGS        ?=
 PYTEST_ARGS ?=
+# The browser the page's tests (tests/web) drive: Debian's chromium, installed by `make test` when missing.
+CHROMIUM ?= $(or $(DIGITS_CHROMIUM),/usr/bin/chromium)
+export DIGITS_CHROMIUM := $(CHROMIUM)
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL ?= 1
 
-.PHONY: help setup run serve test k8s-validate kfp schedule bench bench-serving lock clean
+.PHONY: help setup run serve demo test k8s-validate kfp schedule bench bench-serving lock clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -47,7 +50,23 @@ run: $(STAMP)  ## run the pipeline on the embedded defaults and push the model t
 serve: $(STAMP)  ## serve what `make run` pushed: TF Serving's gRPC on :8500, REST on :8501 (flags: ARGS="--port=9000")
 	$(VENV)/bin/digits serve $(ARGS)
 
-test: $(STAMP) $(TOOLS_STAMP)  ## run the whole test suite
+demo: $(STAMP)  ## the model server on what `make run` pushed and the draw-a-digit page on :8080; Ctrl-C stops both
+	$(VENV)/bin/digits demo $(ARGS)
+
+# Playwright's own browser download needs the internet; the tests use the distribution's chromium instead.
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "Installing chromium (the browser of tests/web) with apt-get"; \
+	  { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
+	    || { echo "could not install chromium with apt-get: install it and run make test again" >&2; exit 1; }; \
+	else \
+	  echo "make test needs chromium for tests/web: run 'sudo apt-get install -y chromium' (Debian/Ubuntu), or set" \
+	    "DIGITS_CHROMIUM=/path/to/chromium" >&2; \
+	  exit 1; \
+	fi
+	@test -x "$(CHROMIUM)" || { echo "chromium was installed but $(CHROMIUM) is missing: set DIGITS_CHROMIUM" >&2; exit 1; }
+
+test: $(STAMP) $(TOOLS_STAMP) $(CHROMIUM)  ## run the whole test suite (tests/web drives chromium, installed when missing)
 	DIGITS_TOOLS_BIN=$(abspath $(TOOLS_VENV)/bin) $(PY) -m pytest tests $(PYTEST_ARGS)
 
 k8s-validate: $(STAMP) $(TOOLS_STAMP)  ## check k8s/ and the KFP spec (tests/k8s): kustomize builds, kubernetes-validate, checkov, yamllint, hadolint

@@ -10,8 +10,9 @@ setup(
     version="0.1.0",
     description="MNIST digits as a production TFX pipeline with TensorFlow Serving-compatible serving",
     python_requires=">=3.10,<3.11",
-    packages=find_packages(include=["pipeline", "pipeline.*", "components", "components.*", "serving", "serving.*"]),
-    package_data={"components": ["schema/*.pbtxt"], "serving": ["*.config"]},
+    packages=find_packages(include=["pipeline", "pipeline.*", "components", "components.*", "serving", "serving.*",
+                                            "web", "web.*"]),
+    package_data={"components": ["schema/*.pbtxt"], "serving": ["*.config"], "web": ["static/*"]},
     install_requires=[
         "tfx==1.16.0",
         "tensorflow==2.16.2",

@@ -7,6 +7,8 @@
     digits predict seven.png         # ask the model server which digit an image shows
     digits predict --help
     digits serve                     # the model server on what `digits run` pushed (make serve)
+    digits ui                        # the draw-a-digit page on :8080, a client of the model server's REST API
+    digits demo                      # both: the model server and the page (make demo)
     digits kfp                       # compile for Kubeflow Pipelines v2 into build/kfp (make kfp)
     digits kfp --beam-preset dataflow --dataflow-project my-project
     digits schedule                  # a KFP recurring run of build/kfp/digits_pipeline.json at --schedule
@@ -78,6 +80,18 @@ def _serve(argv: Sequence[str]) -> int:
     return serve.main(argv)
 
 
+def _ui(argv: Sequence[str]) -> int:
+    from web import server  # lazy: the page needs neither TFX nor TensorFlow
+
+    return server.main(argv, prog="digits ui")
+
+
+def _demo(argv: Sequence[str]) -> int:
+    from pipeline import demo
+
+    return demo.main(argv)
+
+
 def _kfp(argv: Sequence[str]) -> int:
     from pipeline import kubeflow_v2_runner
 
@@ -100,6 +114,9 @@ _PASS_THROUGH = {
     "predict": (_predict, "ask the model server which digit each image shows (see digits predict --help)"),
     "serve": (_serve, "serve the pushed model with TF Serving's REST (:8501) and gRPC (:8500) APIs "
                       "(takes tensorflow_model_server's flags)"),
+    "ui": (_ui, "the draw-a-digit page on :8080, a client of the model server (see digits ui --help)"),
+    "demo": (_demo, "serve the pushed model and the draw-a-digit page together; Ctrl-C stops both "
+                    "(takes serve's flags and --ui-port)"),
 }
 
 

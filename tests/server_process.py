@@ -24,8 +24,9 @@ def free_port() -> int:
 class ServerProcess:
     """``with ServerProcess(["--model_name=m", ...]) as server:`` gives server.rest_port / grpc_port."""
 
-    def __init__(self, flags, startup_timeout: float = 180.0):
-        self.grpc_port, self.rest_port = free_port(), free_port()
+    def __init__(self, flags, startup_timeout: float = 180.0, grpc_port: int = 0, rest_port: int = 0):
+        """Free ports unless given (a restart on the same ports: the port a client was told stays valid)."""
+        self.grpc_port, self.rest_port = grpc_port or free_port(), rest_port or free_port()
         self.args = [sys.executable, "-m", "serving", f"--port={self.grpc_port}",
                      f"--rest_api_port={self.rest_port}", *flags]
         self.startup_timeout = startup_timeout

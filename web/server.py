@@ -1,0 +1,35 @@
+"""``digits ui`` / ``python -m web``: the draw-a-digit app on uvicorn.
+
+    digits ui                                      # http://localhost:8080, model server at http://localhost:8501
+    digits ui --port 9000 --server http://models:8501 --model-name mnist
+    DIGITS_UI_SERVER=http://tf-serving:8501 python -m web
+"""
+from __future__ import annotations
+
+import sys
+from typing import Optional, Sequence
+
+from web import config as config_lib
+
+
+def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m web") -> int:
+    try:
+        config = config_lib.from_sources(sys.argv[1:] if argv is None else list(argv), prog=prog)
+    except config_lib.ConfigError as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return 2
+    import uvicorn
+
+    from web.app import create_app
+
+    shown = "localhost" if config.host in ("0.0.0.0", "::") else config.host
+    print(f"{prog}: http://{shown}:{config.port} (model {config.model_name!r} on {config.server})", flush=True)
+    try:
+        uvicorn.run(create_app(config), host=config.host, port=config.port, log_level="info",
+                    timeout_graceful_shutdown=5)
+    except SystemExit as e:  # e.g. the port is taken: uvicorn has logged why
+        return e.code if isinstance(e.code, int) else 1
+    except OSError as e:
+        print(f"{prog}: cannot listen on {config.host}:{config.port}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    return 0
