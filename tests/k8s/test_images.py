@@ -68,3 +68,55 @@ def test_dockerignore_keeps_outputs_out_and_sources_in():
     for path in ("setup.py", "requirements.lock", "components/schema/schema.pbtxt", "pipeline/cli.py",
                  "serving/monitoring.config"):
         assert not ignored(path), path
+
+
+def _third_party_imports(path, module_level_only: bool) -> set:
+    """Top-level names of the modules ``path`` imports that are neither the standard library nor ours."""
+    import ast
+    import sys
+
+    tree = ast.parse(path.read_text())
+    nodes = tree.body if module_level_only else list(ast.walk(tree))
+    names = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return {n for n in names if n not in sys.stdlib_module_names and n not in ("__future__", "serving", "web")}
+
+
+def test_web_image_installs_what_the_app_imports_at_the_locked_versions():
+    steps = instructions(K8S / "images" / "web.Dockerfile")
+    keywords = [k for k, _ in steps]
+    assert [t for k, t in steps if k == "FROM"] == ["python:3.10.13-slim-bookworm"]
+    (user,) = [t for k, t in steps if k == "USER"]
+    uid, _, gid = user.partition(":")
+    assert int(uid) > 10000 and (not gid or int(gid) > 10000)
+    assert keywords.index("USER") > max(i for i, k in enumerate(keywords) if k == "RUN"), "installs run as root"
+    (install,) = [t for k, t in steps if k == "RUN" and "pip install" in t]
+    words = shlex.split(install.split("&&")[0])
+    assert "--no-cache-dir" in words and words[words.index("-c") + 1] == "/tmp/requirements.lock"
+    packages = {w for w in words[words.index("install") + 1:] if not w.startswith("-") and "/" not in w}
+    assert packages == {"numpy", "pillow", "fastapi", "uvicorn"}
+    locked = {line.split("==")[0].lower() for line in (REPO / "requirements.lock").read_text().splitlines()
+              if "==" in line}
+    assert packages <= locked, "every package the image installs is pinned by the lock"
+    # What web/ imports, and serving's client and image code at module level (gRPC is imported lazily).
+    imported = set()
+    for path in (REPO / "web").glob("*.py"):
+        imported |= _third_party_imports(path, module_level_only=False)
+    for name in ("client.py", "mnist_image.py"):
+        imported |= _third_party_imports(REPO / "serving" / name, module_level_only=True)
+    provided = {"numpy", "PIL", "fastapi", "starlette", "uvicorn"}  # starlette comes with fastapi
+    assert imported <= provided, f"web.Dockerfile does not install {sorted(imported - provided)}"
+    copies = [t for k, t in steps if k == "COPY"]
+    assert copies[0] == "requirements.lock /tmp/requirements.lock"
+    assert {"serving /opt/digits/serving", "web /opt/digits/web"} <= set(copies)
+    (workdir,) = [t for k, t in steps if k == "WORKDIR"]
+    assert workdir == "/opt/digits"
+    env = dict(item.split("=", 1) for k, t in steps if k == "ENV" for item in shlex.split(t))
+    assert env["HOME"] == "/tmp" and env["DIGITS_UI_PORT"] == "8080" and env["DIGITS_UI_HOST"] == "0.0.0.0"
+    assert [t for k, t in steps if k == "CMD"] == ['["python", "-m", "web"]']
+    (healthcheck,) = [t for k, t in steps if k == "HEALTHCHECK"]
+    assert "/healthz" in healthcheck

@@ -17,16 +17,18 @@ from tests.k8s.conftest import BUILDS, REPO, pod_spec
 CONFIG = PipelineConfig()
 MODEL = CONFIG.model_name
 SERVING_LABELS = {"app.kubernetes.io/name": "tf-serving", "app.kubernetes.io/instance": "digits-mnist"}
+WEB = {("ServiceAccount", "digits-web"), ("Deployment", "digits-web"), ("Service", "digits-web"),
+       ("NetworkPolicy", "digits-web")}
 COMMON = {("Namespace", "digits"), ("ServiceAccount", "tf-serving"), ("Service", "tf-serving"),
           ("Deployment", "tf-serving"), ("HorizontalPodAutoscaler", "tf-serving"),
-          ("PodDisruptionBudget", "tf-serving"), ("NetworkPolicy", "tf-serving")}
+          ("PodDisruptionBudget", "tf-serving"), ("NetworkPolicy", "tf-serving")} | WEB
 SCHEDULED = {("CronJob", "digits-pipeline"), ("ServiceAccount", "digits-pipeline"),
              ("PersistentVolumeClaim", "digits-pipeline"), ("NetworkPolicy", "digits-pipeline")}
 EXPECTED = {"base": COMMON, "local": COMMON | SCHEDULED | {("PersistentVolumeClaim", "digits-serving")},
             "prod": COMMON}
-WORKLOADS = {"base": {("Deployment", "tf-serving")},
-             "local": {("Deployment", "tf-serving"), ("CronJob", "digits-pipeline")},
-             "prod": {("Deployment", "tf-serving")}}
+WORKLOADS = {"base": {("Deployment", "tf-serving"), ("Deployment", "digits-web")},
+             "local": {("Deployment", "tf-serving"), ("Deployment", "digits-web"), ("CronJob", "digits-pipeline")},
+             "prod": {("Deployment", "tf-serving"), ("Deployment", "digits-web")}}
 # Pod Security `restricted` allows only these volume types.
 RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
                       "projected", "secret"}
@@ -309,3 +311,40 @@ def test_prod_serves_from_the_bucket_the_kubeflow_pusher_writes(builds):
         assert constraint["labelSelector"]["matchLabels"] == SERVING_LABELS
     assert spec["affinity"]["podAntiAffinity"]
     assert not prod.all("CronJob"), "prod schedules runs with Kubeflow Pipelines, not the CronJob"
+
+
+@each_build
+def test_web_app_is_a_model_client_of_the_tf_serving_service(builds, name):
+    """digits-web's env, read by web/config.py as the app reads it, names the tf-serving Service's REST
+    port and the served model; the tf-serving policy admits its pods; probes and Service use /healthz, 8080."""
+    from serving.client import split_target
+    from web import config as web_config
+
+    build = builds[name]
+    deployment = build.get("Deployment", "digits-web")
+    spec = pod_spec(deployment)
+    c = container(spec, "web")
+    assert c["image"].startswith("ghcr.io/digits-ml/digits-web:") and c["imagePullPolicy"] == "Always"
+    config = web_config.from_sources([], environ={e["name"]: e["value"] for e in c["env"]})
+    assert config.model_name == MODEL
+    host, port = split_target(config.server, 8501)
+    serving_ports = {p["name"]: p["port"] for p in build.get("Service", "tf-serving")["spec"]["ports"]}
+    assert (host, port) == ("tf-serving", serving_ports["http"])
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"http": config.port} == {"http": 8080}
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert labels.get("digits.dev/model-client") == "true"
+    (clients,) = [rule for rule in build.get("NetworkPolicy", "tf-serving")["spec"]["ingress"]
+                  if "digits.dev/model-client" in repr(rule["from"])]
+    assert clients["from"][0]["podSelector"]["matchLabels"].items() <= labels.items()
+    assert 8501 in [p["port"] for p in clients["ports"]]
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        get = c[probe]["httpGet"]
+        assert (get["path"], port_number(c, get["port"])) == ("/healthz", 8080), probe
+    service = build.get("Service", "digits-web")["spec"]
+    assert service["selector"].items() <= labels.items()
+    (service_port,) = service["ports"]
+    assert service_port["port"] == 8080 and port_number(c, service_port["targetPort"]) == 8080
+    policy = build.get("NetworkPolicy", "digits-web")["spec"]
+    assert policy["podSelector"]["matchLabels"].items() <= labels.items()
+    assert [p["port"] for rule in policy["ingress"] for p in rule["ports"]] == [8080]
+    assert spec["automountServiceAccountToken"] is False and spec["serviceAccountName"] == "digits-web"

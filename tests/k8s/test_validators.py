@@ -16,7 +16,7 @@ DOCKERFILES = sorted((K8S / "images").glob("*.Dockerfile"))
 
 
 def test_there_are_dockerfiles_to_check():
-    assert [p.name for p in DOCKERFILES] == ["pipeline.Dockerfile"]
+    assert [p.name for p in DOCKERFILES] == ["pipeline.Dockerfile", "web.Dockerfile"]
 
 
 @pytest.fixture(scope="session")
