@@ -92,6 +92,7 @@ def main(argv: Sequence[str]) -> int:
         return 2
 
     signal.signal(signal.SIGTERM, _raise_stop)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started in the background, where it is ignored
     children = []
     try:
         children.append(subprocess.Popen([sys.executable, "-m", "pipeline.cli", "serve", *serve_flags]))
