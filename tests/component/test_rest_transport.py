@@ -18,11 +18,13 @@ PREDICT = "/v1/models/stub:predict"
 class Doubler:
     def __init__(self):
         self.gate = None
+        self.entered = threading.Event()  # set once a predict call is running
 
     def input_specs(self, signature_name):
         return {"x": (np.float32, None)}
 
     def predict(self, signature_name, inputs):
+        self.entered.set()
         if self.gate is not None:
             assert self.gate.wait(30)
         return {"y": np.asarray(inputs["x"]) * 2}
@@ -188,14 +190,34 @@ def test_double_slash_paths_cors_and_a_half_closed_client(served):
         assert headers["access-control-allow-origin"] == "*" and closed(sock)
 
 
+def release_once_stopping(rest, gate) -> None:
+    """Opens the gate once the server is stopping, so the request is still in flight when stop()
+    begins: a running server answers a probe for a page outside /v1/ at once (404, no worker needed);
+    a stopping one closes new connections or leaves them unanswered."""
+    while True:
+        try:
+            probe = socket.create_connection(("127.0.0.1", rest.port), timeout=30)
+        except OSError:  # refused or reset: the listener is closed
+            break
+        with probe:
+            probe.settimeout(0.5)
+            try:
+                probe.sendall(b"GET /probe HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                if not probe.recv(64).startswith(b"HTTP/1.1 404"):
+                    break
+            except (socket.timeout, ConnectionError):
+                break
+    gate.set()
+
+
 def test_stop_answers_requests_in_flight(served):
     servable, start = served
     servable.gate = threading.Event()
     rest = start()
     sock = connect(rest)
     sock.sendall(post(b'{"inputs": [1.0]}'))
-    time.sleep(0.2)
-    threading.Timer(0.3, servable.gate.set).start()
+    assert servable.entered.wait(30)  # the request is in flight
+    threading.Thread(target=release_once_stopping, args=(rest, servable.gate), daemon=True).start()
     rest.stop()
     assert read_response(sock, bytearray())[0] == 200
     sock.close()
