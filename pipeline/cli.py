@@ -69,9 +69,9 @@ def _run(argv: Sequence[str]) -> int:
 
 
 def _predict(argv: Sequence[str]) -> int:
-    from serving import client  # lazy: predict needs neither TFX nor TensorFlow for REST
+    from serving import predict_cli  # lazy: predict needs neither TFX nor TensorFlow for REST
 
-    return client.main(argv)
+    return predict_cli.main(argv)
 
 
 def _serve(argv: Sequence[str]) -> int:

@@ -1,7 +1,5 @@
-"""A client of the model server's Predict API (ours or TF Serving's), and ``digits predict``.
-
-    digits predict seven.png drawing.jpg        # REST on localhost:8501
-    digits predict batch.npy --grpc --json      # gRPC on localhost:8500, machine-readable output
+"""A client of the model server's Predict and status APIs (ours or TF Serving's); ``digits predict``
+(serving/predict_cli.py) and the web app use it.
 
 REST uses only the standard library, so importing this module and calling a REST server is fast;
 gRPC needs tensorflow-serving-api's generated stubs, whose TensorFlow protos import TensorFlow
@@ -10,19 +8,16 @@ Tensors are written and read as raw little-endian bytes (``tensor_content``) wit
 """
 from __future__ import annotations
 
-import argparse
 import http.client
 import json
-import os
 import socket
-import sys
 import urllib.parse
-import warnings
-from typing import List, NamedTuple, Optional, Sequence, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
-__all__ = ["ClientError", "ModelClient", "VersionStatus", "main", "DEFAULT_REST_PORT", "DEFAULT_GRPC_PORT"]
+__all__ = ["ClientError", "ModelClient", "VersionStatus", "shortest_float32", "split_target", "DEFAULT_REST_PORT",
+           "DEFAULT_GRPC_PORT"]
 
 DEFAULT_REST_PORT, DEFAULT_GRPC_PORT = 8501, 8500
 INPUT_KEY, OUTPUT_KEY = "images", "probabilities"
@@ -298,72 +293,6 @@ def _one_line(text: str) -> str:
 
 # ---- digits predict ----------------------------------------------------------------------------------
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="digits predict",
-        description="Send images to the model server and print the digit each one shows. Photos and drawings "
-                    "are brought to MNIST's 28x28 form first; .npy arrays [H, W] or [N, H, W] are accepted too.")
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...) or .npy arrays")
-    parser.add_argument("--server", default=os.environ.get("DIGITS_SERVER"), metavar="HOST:PORT",
-                        help=f"the model server (default: $DIGITS_SERVER, else localhost:{DEFAULT_REST_PORT}, "
-                             f"or localhost:{DEFAULT_GRPC_PORT} with --grpc)")
-    parser.add_argument("--grpc", action="store_true", help="use the gRPC API instead of REST")
-    parser.add_argument("--model-name", default="mnist", help="model name on the server (default: %(default)s)")
-    pinned = parser.add_mutually_exclusive_group()
-    pinned.add_argument("--model-version", type=int, metavar="N", help="a version number (default: the latest)")
-    pinned.add_argument("--model-label", metavar="LABEL", help="a version label, e.g. stable")
-    parser.add_argument("--signature-name", default="serving_default", help="default: %(default)s")
-    parser.add_argument("--json", action="store_true", help="print a JSON list instead of one line per image")
-    parser.add_argument("--timeout", type=float, default=10.0, metavar="S",
-                        help="seconds to wait for the server (default: %(default)s)")
-    return parser
-
-
-def _shortest(value) -> float:
-    """A float32 as the shortest decimal that reads back as the same float32."""
+def shortest_float32(value) -> float:
+    """A float32 as the shortest decimal that reads back as the same float32 (small JSON, exact)."""
     return float(str(np.float32(value)))
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
-    if args.timeout <= 0:
-        parser.error("--timeout must be positive")
-    if args.model_version is not None and args.model_version < 0:
-        parser.error("--model-version must be a non-negative integer")
-    target = args.server or f"localhost:{DEFAULT_GRPC_PORT if args.grpc else DEFAULT_REST_PORT}"
-    if args.grpc:  # the stubs import TensorFlow: keep its start-up logs and notices off the user's terminal
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        warnings.filterwarnings("ignore", category=FutureWarning, module="google")
-    try:
-        client = ModelClient(target, args.model_name, args.model_version, args.model_label,
-                             args.signature_name, args.grpc, args.timeout)
-    except ValueError as e:
-        parser.error(str(e))
-    from serving.mnist_image import ImageError, load_labelled
-
-    try:
-        names: List[str] = []
-        batches = []
-        for path in args.images:
-            labelled = load_labelled(path)
-            names += labelled[0]
-            batches.append(labelled[1])
-        with client:
-            probabilities = client.predict(np.concatenate(batches))
-    except (ClientError, ImageError) as e:
-        print(f"digits predict: {e}", file=sys.stderr)
-        return 1
-    digits = probabilities.argmax(axis=1)
-    if args.json:
-        print(json.dumps([{"image": name, "digit": int(d), "probability": _shortest(p[d]),
-                           "probabilities": [_shortest(v) for v in p]}
-                          for name, d, p in zip(names, digits, probabilities)], indent=1))
-    else:
-        for name, d, p in zip(names, digits, probabilities):
-            print(f"{name}: {d} (p={p[d]:.3f})")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -18,7 +18,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
-from serving.client import ClientError, ModelClient
+from serving.client import ClientError, ModelClient, shortest_float32
 from serving.mnist_image import BlankImageError, ImageError, load_bytes
 from web.config import WebConfig
 
@@ -33,11 +33,6 @@ class UserError(Exception):
     def __init__(self, status: int, kind: str, message: str):
         super().__init__(message)
         self.status, self.kind, self.message = status, kind, message
-
-
-def _shortest(value) -> float:
-    """A float32 as the shortest decimal that reads back as the same float32 (small JSON, exact)."""
-    return float(str(np.float32(value)))
 
 
 class ModelServer:
@@ -82,9 +77,9 @@ class ModelServer:
                     continue
                 raise self._error(e) from None
             return {"digit": int(probabilities.argmax()),
-                    "probabilities": [_shortest(p) for p in probabilities],
+                    "probabilities": [shortest_float32(p) for p in probabilities],
                     "model": {"name": self.config.model_name, "version": version},
-                    "input": [[_shortest(v) for v in row] for row in image]}
+                    "input": [[shortest_float32(v) for v in row] for row in image]}
         raise AssertionError("unreachable")
 
 

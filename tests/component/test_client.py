@@ -12,7 +12,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from serving.client import ClientError, ModelClient, VersionStatus, main, split_target  # noqa: E402
+from serving.client import ClientError, ModelClient, VersionStatus, split_target  # noqa: E402
+from serving.predict_cli import main  # noqa: E402
 from serving.core import LoadedModel  # noqa: E402
 from serving.mnist_image import load_images, to_mnist  # noqa: E402
 from serving.model_registry import ModelRegistry  # noqa: E402
