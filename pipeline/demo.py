@@ -20,7 +20,7 @@ import time
 from typing import List, Optional, Sequence
 
 from pipeline import config as config_lib
-from pipeline.serve import _pushed_versions
+from pipeline.serve import waits_for_first_push
 
 STARTUP_SECONDS = 300  # TensorFlow's import and the first model load on a busy 2-core machine
 
@@ -99,8 +99,7 @@ def main(argv: Sequence[str]) -> int:
         children.append(subprocess.Popen([sys.executable, "-m", "web", *ui_argv]))
         names = ("the model server", "the page's app")
         deadline = time.monotonic() + STARTUP_SECONDS
-        waits_for_model = not _pushed_versions(os.path.abspath(config.model_serving_dir)) and not any(
-            f.startswith(("--model_base_path", "--model_config_file")) for f in serve_flags)
+        waits_for_model = waits_for_first_push(config, serve_flags)
         while not ((waits_for_model or _answers(rest_port, f"/v1/models/{model}", ok=(200, 404)))
                    and _answers(ui.port, "/healthz")):
             for name, child in zip(names, children):

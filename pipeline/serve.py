@@ -26,11 +26,15 @@ def server_flags(config: config_lib.PipelineConfig) -> list:
             f"--monitoring_config_file={MONITORING_CONFIG}"]
 
 
-def _pushed_versions(base: str) -> list:
+def waits_for_first_push(config: config_lib.PipelineConfig, flags: Sequence[str]) -> bool:
+    """Whether the server will wait for ``digits run`` to push a first version: nothing is pushed
+    under the config's serving dir, and the flags name no other model source."""
+    if any(flag.startswith(("--model_base_path", "--model_config_file")) for flag in flags):
+        return False
     try:
-        return sorted(int(name) for name in os.listdir(base) if name.isdigit())
+        return not any(name.isdigit() for name in os.listdir(os.path.abspath(config.model_serving_dir)))
     except OSError:
-        return []
+        return True
 
 
 def main(argv: Sequence[str]) -> int:
@@ -41,12 +45,10 @@ def main(argv: Sequence[str]) -> int:
     except config_lib.ConfigError as error:
         print(f"digits serve: {error}", file=sys.stderr)
         return 2
-    base = os.path.abspath(config.model_serving_dir)
-    if not _pushed_versions(base) and not any(a.startswith(("--model_base_path", "--model_config_file"))
-                                              for a in argv):
-        print(f"digits serve: no model version under {base} yet. `make run` pushes one when the Evaluator "
-              "blesses the model (its summary says why it did not); the server waits and serves the first "
-              "version that appears.", file=sys.stderr)
+    if waits_for_first_push(config, argv):
+        print(f"digits serve: no model version under {os.path.abspath(config.model_serving_dir)} yet. "
+              "`make run` pushes one when the Evaluator blesses the model (its summary says why it did not); "
+              "the server waits and serves the first version that appears.", file=sys.stderr)
     from serving import server
 
     return server.main(server_flags(config) + list(argv))
