@@ -8,6 +8,9 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from serving.errors import ServingError  # noqa: E402
+from serving.http_server import RestServer  # noqa: E402
+
 N = 64  # test digits per request in the serving tests
 
 
@@ -35,3 +38,33 @@ def digits(package_splits):
     test = package_splits["test"]
     images, labels = test.images[:N], test.labels[:N]
     return images.reshape(N, 28, 28).astype(np.float32), labels, list(_to_examples(images, labels))
+
+
+class StubRegistry:
+    """A registry holding one servable as version 1 of the model "stub": the REST front's tests
+    without TensorFlow or a model directory."""
+
+    def __init__(self, servable):
+        self.servable = servable
+
+    def get(self, name, version=None, label=None):
+        if name != "stub":
+            raise ServingError(f"Servable not found for request: Latest({name})", "NOT_FOUND")
+        return 1, self.servable
+
+
+@pytest.fixture
+def stub_rest():
+    """``start(servable, **RestServer options)``: a started RestServer for the stub on a free loopback
+    port; every server started is stopped at teardown."""
+    servers = []
+
+    def start(servable, **kwargs):
+        rest = RestServer(StubRegistry(servable), 0, host="127.0.0.1", **kwargs)
+        rest.start()
+        servers.append(rest)
+        return rest
+
+    yield start
+    for rest in servers:
+        rest.stop()

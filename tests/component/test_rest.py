@@ -13,7 +13,6 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from serving.core import LoadedModel  # noqa: E402
-from serving.errors import ServingError  # noqa: E402
 from serving.metrics import ServingMetrics  # noqa: E402
 from serving.model_registry import ModelRegistry  # noqa: E402
 from serving.http_server import RestServer  # noqa: E402
@@ -274,31 +273,11 @@ class BlockingServable:
             return self.cond.wait_for(lambda: predicate(self), timeout=60)
 
 
-class StubRegistry:
-    def __init__(self, servable):
-        self.servable = servable
-
-    def get(self, name, version=None, label=None):
-        if name != "stub":
-            raise ServingError(f"Servable not found for request: Latest({name})", "NOT_FOUND")
-        return 1, self.servable
-
-
 @pytest.fixture
-def stub():
+def stub(stub_rest):
     servable = BlockingServable()
-    servers = []
-
-    def start(**kwargs):
-        rest = RestServer(StubRegistry(servable), 0, host="127.0.0.1", **kwargs)
-        rest.start()
-        servers.append(rest)
-        return rest
-
-    yield servable, start
-    servable.release.set()
-    for rest in servers:
-        rest.stop()
+    yield servable, lambda **kwargs: stub_rest(servable, **kwargs)
+    servable.release.set()  # before stub_rest stops the servers
 
 
 def test_num_threads_bounds_the_requests_in_flight(stub):

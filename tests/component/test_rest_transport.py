@@ -9,8 +9,6 @@ import time
 import numpy as np
 import pytest
 
-from serving.errors import ServingError
-from serving.http_server import RestServer
 
 PREDICT = "/v1/models/stub:predict"
 
@@ -30,32 +28,12 @@ class Doubler:
         return {"y": np.asarray(inputs["x"]) * 2}
 
 
-class Registry:
-    def __init__(self, servable):
-        self.servable = servable
-
-    def get(self, name, version=None, label=None):
-        if name != "stub":
-            raise ServingError(f"Servable not found for request: Latest({name})", "NOT_FOUND")
-        return 1, self.servable
-
-
 @pytest.fixture
-def served():
+def served(stub_rest):
     servable = Doubler()
-    servers = []
-
-    def start(**kwargs):
-        rest = RestServer(Registry(servable), 0, host="127.0.0.1", **kwargs)
-        rest.start()
-        servers.append(rest)
-        return rest
-
-    yield servable, start
+    yield servable, lambda **kwargs: stub_rest(servable, **kwargs)
     if servable.gate is not None:
-        servable.gate.set()
-    for rest in servers:
-        rest.stop()
+        servable.gate.set()  # before stub_rest stops the servers
 
 
 def connect(rest) -> socket.socket:
