@@ -23,6 +23,26 @@ WAIT = 60  # seconds; only a guard against a hung test
 SLICES = [(0, 1), (1, 4), (4, 5), (5, 13), (13, 16), (16, 40), (40, 41), (41, 64)]
 
 
+def failures_of_concurrent_callers(count: int, call) -> list:
+    """Runs ``call(i)`` for i in 0..count-1 on as many threads released together; returns what the
+    calls reported as wrong (and any exception they raised), in one list."""
+    barrier, failures = threading.Barrier(count), []
+
+    def caller(i):
+        barrier.wait(WAIT)
+        try:
+            failures.extend(call(i))
+        except Exception as error:  # noqa: BLE001 - a failure of this caller, not of the thread
+            failures.append((i, repr(error)))
+
+    threads = [threading.Thread(target=caller, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(WAIT)
+    return failures
+
+
 class Recorded:
     """The real model, with its Session::Run recording batch sizes and holding the first run at a gate."""
 
@@ -110,22 +130,15 @@ def test_concurrent_callers_with_the_tuned_defaults(model, digits):
     images = digits[0]
     batching = BatchingModel(model, TUNED_DEFAULTS)
     expected = model.predict("", {"images": images})["probabilities"]
-    barrier, failures = threading.Barrier(16), []
 
     def caller(i):
         a, b = SLICES[i % len(SLICES)]
-        barrier.wait(WAIT)
         for _ in range(10):
             got = batching.predict("", {"images": images[a:b]}, ["probabilities"])["probabilities"]
             if got.shape != (b - a, 10) or not np.allclose(got, expected[a:b], rtol=0, atol=1e-6):
-                failures.append((i, a, b))
+                yield i, a, b
 
-    threads = [threading.Thread(target=caller, args=(i,)) for i in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(WAIT)
-    assert failures == []
+    assert failures_of_concurrent_callers(16, caller) == []
     batching.close()
 
 
@@ -150,22 +163,14 @@ def test_server_with_enable_batching_answers_concurrent_requests(base, model, di
     flags = ["--model_name=mnist", f"--model_base_path={base}", "--enable_batching",
              "--file_system_poll_wait_seconds=1"]
     with ServerProcess(flags) as server:
-        barrier, failures = threading.Barrier(8), []
-
         def caller(i):
-            barrier.wait(WAIT)
             for j in range(4):
                 a, b = SLICES[(i + j) % len(SLICES)]
                 got = rest_predict(server, images[a:b])
                 if not np.allclose(got, expected[a:b], rtol=0, atol=1e-6):
-                    failures.append((i, a, b))
+                    yield i, a, b
 
-        threads = [threading.Thread(target=caller, args=(i,)) for i in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(WAIT)
-        assert failures == []
+        assert failures_of_concurrent_callers(8, caller) == []
 
         shutil.copytree(digits_exports[1], base / ".staging")  # a new version: the old one's batcher closes
         os.rename(base / ".staging", base / "2")
