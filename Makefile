@@ -26,22 +26,24 @@ help:  ## list the targets
 
 setup: $(STAMP)  ## create .venv with Python 3.10 and install the locked dependencies
 
-$(STAMP): requirements.lock setup.py
-	@if [ ! -x "$(PY)" ] || ! "$(PY)" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 10))'; then \
+# $(call locked_venv,DIR,LOCK): DIR as a Python 3.10 venv (re-created when missing or another Python)
+# holding exactly the versions of LOCK.
+define locked_venv
+	@if [ ! -x "$(1)/bin/python" ] || ! "$(1)/bin/python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 10))'; then \
 	  python310=$$(scripts/find-python310) || exit 1; \
-	  echo "Creating $(VENV) with $$python310"; rm -rf "$(VENV)"; "$$python310" -m venv "$(VENV)"; \
+	  echo "Creating $(1) with $$python310"; rm -rf "$(1)"; "$$python310" -m venv "$(1)"; \
 	fi
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(1)/bin/python -m pip install --quiet --disable-pip-version-check -r $(2)
+endef
+
+$(STAMP): requirements.lock setup.py
+	$(call locked_venv,$(VENV),requirements.lock)
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
 # The validators of k8s/ (checkov, kubernetes-validate, yamllint, hadolint) in a venv of their own.
 $(TOOLS_STAMP): requirements-tools.lock
-	@if [ ! -x "$(TOOLS_VENV)/bin/python" ] || ! "$(TOOLS_VENV)/bin/python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 10))'; then \
-	  python310=$$(scripts/find-python310) || exit 1; \
-	  echo "Creating $(TOOLS_VENV) with $$python310"; rm -rf "$(TOOLS_VENV)"; "$$python310" -m venv "$(TOOLS_VENV)"; \
-	fi
-	$(TOOLS_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-tools.lock
+	$(call locked_venv,$(TOOLS_VENV),requirements-tools.lock)
 	@touch $(TOOLS_STAMP)
 
 run: $(STAMP)  ## run the pipeline on the embedded defaults and push the model to artifacts/serving
