@@ -55,17 +55,19 @@ serve: $(STAMP)  ## serve what `make run` pushed: TF Serving's gRPC on :8500, RE
 demo: $(STAMP)  ## the model server on what `make run` pushed and the draw-a-digit page on :8080; Ctrl-C stops both
 	$(VENV)/bin/digits demo $(ARGS)
 
+# $(call apt_install,PACKAGE,WHAT IT IS FOR,TARGET): a shell command that installs a Debian package with
+# apt-get when running as root (refreshing the package lists if the first try fails), else says how.
+apt_install = if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "Installing $(1) ($(2)) with apt-get"; \
+	  { apt-get install -y -qq $(1) >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq $(1) >/dev/null; }; } \
+	    || { echo "could not install $(1) with apt-get: install it and run make $(3) again" >&2; exit 1; }; \
+	else \
+	  echo "make $(3) needs $(1) ($(2)): run 'sudo apt-get install -y $(1)' (Debian/Ubuntu)" >&2; exit 1; \
+	fi
+
 # Playwright's own browser download needs the internet; the tests use the distribution's chromium instead.
 $(CHROMIUM):
-	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  echo "Installing chromium (the browser of tests/web) with apt-get"; \
-	  { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
-	    || { echo "could not install chromium with apt-get: install it and run make test again" >&2; exit 1; }; \
-	else \
-	  echo "make test needs chromium for tests/web: run 'sudo apt-get install -y chromium' (Debian/Ubuntu), or set" \
-	    "DIGITS_CHROMIUM=/path/to/chromium" >&2; \
-	  exit 1; \
-	fi
+	@$(call apt_install,chromium,the browser of tests/web; DIGITS_CHROMIUM=/path/to/chromium uses another,test)
 	@test -x "$(CHROMIUM)" || { echo "chromium was installed but $(CHROMIUM) is missing: set DIGITS_CHROMIUM" >&2; exit 1; }
 
 test: $(STAMP) $(TOOLS_STAMP) $(CHROMIUM)  ## run the whole test suite (tests/web drives chromium, installed when missing)
@@ -84,16 +86,7 @@ bench: $(STAMP)  ## the pipeline benchmark: seed script vs the full pipeline on 
 	$(PY) bench/pipeline_bench.py
 
 bench-serving: $(STAMP)  ## the serving benchmark: REST and gRPC load vs in-process calls and a naive FastAPI server
-	@if ! command -v wrk >/dev/null; then \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "Installing wrk (the REST load generator) with apt-get"; \
-	    apt-get install -y -qq wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; } \
-	      || { echo "could not install wrk with apt-get: install it and run make bench-serving again" >&2; exit 1; }; \
-	  else \
-	    echo "bench-serving needs wrk, the HTTP load generator: run 'sudo apt-get install -y wrk' (Debian/Ubuntu)" >&2; \
-	    exit 1; \
-	  fi; \
-	fi
+	@command -v wrk >/dev/null || $(call apt_install,wrk,the HTTP load generator,bench-serving)
 	$(PY) bench/serving_bench.py $(ARGS)
 
 lock:  ## re-resolve requirements.in and requirements-tools.in into their .lock files (needs uv: pip install uv)
