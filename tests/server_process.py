@@ -15,6 +15,17 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 READY_LINE = "Exporting HTTP/REST API at:"
 
 
+def stop_process(process: subprocess.Popen, grace: float) -> None:
+    """SIGTERM, then SIGKILL if it has not exited after ``grace`` seconds."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -61,13 +72,7 @@ class ServerProcess:
         return "\n".join(self.log_lines)
 
     def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, 30)
         self._exited.wait(10)
         return self.process.returncode
 

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from tests.server_process import REPO, ServerProcess, free_port, wait_for
+from tests.server_process import REPO, ServerProcess, free_port, stop_process, wait_for
 
 CHROMIUM = os.environ.get("DIGITS_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = pathlib.Path(REPO) / "tests" / "artifacts" / "web"
@@ -60,13 +60,7 @@ class AppProcess:
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, 20)
 
 
 @pytest.fixture(scope="session")
