@@ -12,7 +12,7 @@ setup(
     python_requires=">=3.10,<3.11",
     packages=find_packages(include=["pipeline", "pipeline.*", "components", "components.*", "serving", "serving.*",
                                             "web", "web.*"]),
-    package_data={"components": ["schema/*.pbtxt"], "serving": ["*.config"], "web": ["static/*"]},
+    package_data={"components": ["schema/*.pbtxt"], "serving.model_servers": ["*.config"], "web": ["static/*"]},
     install_requires=[
         "tfx==1.16.0",
         "tensorflow==2.16.2",
@@ -23,5 +23,5 @@ setup(
         "grpcio>=1.60",
         "prometheus-client>=0.20",
     ],
-    entry_points={"console_scripts": ["digits=pipeline.cli:main", "digits-model-server=serving.server:main"]},
+    entry_points={"console_scripts": ["digits=pipeline.cli:main", "digits-model-server=serving.model_servers.main:main"]},
 )

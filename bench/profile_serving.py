@@ -95,7 +95,7 @@ asyncio.run(main())
 def run_grpc(port: int, batch: int, connections: int, seconds: float, procs: int) -> dict:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from tensorflow_serving.apis import predict_pb2
-    from serving.tensor_proto import from_ndarray
+    from serving.grpc_api.tensor_proto import from_ndarray
     request = predict_pb2.PredictRequest()
     request.model_spec.name = "mnist"
     request.inputs["images"].CopyFrom(from_ndarray(images(batch), content=True))

@@ -89,7 +89,7 @@ def check_answers(rest_port, grpc_port, images, expected_classes):
     if response.status != 200 or classes != list(expected_classes[:8]):
         sys.exit(f"wrong answer over REST on port {rest_port}: {response.status} {str(body)[:300]}")
     if grpc_port:
-        from serving.client import ModelClient
+        from serving.client.model_client import ModelClient
         with ModelClient(f"127.0.0.1:{grpc_port}", grpc=True, timeout=60) as client:
             if client.predict(images[:8]).argmax(axis=1).tolist() != list(expected_classes[:8]):
                 sys.exit(f"wrong answer over gRPC on port {grpc_port}")

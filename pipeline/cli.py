@@ -69,7 +69,7 @@ def _run(argv: Sequence[str]) -> int:
 
 
 def _predict(argv: Sequence[str]) -> int:
-    from serving import predict_cli  # lazy: predict needs neither TFX nor TensorFlow for REST
+    from serving.client import predict_cli  # lazy: predict needs neither TFX nor TensorFlow for REST
 
     return predict_cli.main(argv)
 

@@ -136,7 +136,7 @@ def main(argv: Sequence[str]) -> int:
 
 
 def _model_line(rest_port: int, model: str) -> str:
-    from serving.client import ClientError, ModelClient
+    from serving.client.model_client import ClientError, ModelClient
 
     try:
         version = ModelClient(f"localhost:{rest_port}", model).available_version()

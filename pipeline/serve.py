@@ -16,7 +16,7 @@ from typing import Sequence
 from pipeline import config as config_lib
 
 MONITORING_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                 "serving", "monitoring.config")
+                                 "serving", "model_servers", "monitoring.config")
 
 
 def server_flags(config: config_lib.PipelineConfig) -> list:
@@ -49,6 +49,6 @@ def main(argv: Sequence[str]) -> int:
         print(f"digits serve: no model version under {os.path.abspath(config.model_serving_dir)} yet. "
               "`make run` pushes one when the Evaluator blesses the model (its summary says why it did not); "
               "the server waits and serves the first version that appears.", file=sys.stderr)
-    from serving import server
+    from serving.model_servers import main as server
 
     return server.main(server_flags(config) + list(argv))

@@ -1,6 +1,6 @@
 """``python -m serving``: the same as ``digits-model-server``."""
 import sys
 
-from serving.server import main
+from serving.model_servers.main import main
 
 sys.exit(main())

@@ -2,7 +2,7 @@
 
 Each prediction reads the highest AVAILABLE version from TF Serving's status API and then asks that
 version by number, so the version the page shows is the one that answered. Images are prepared by
-serving.mnist_image, the code ``digits predict`` uses, so the page and the CLI see the same 28×28 input.
+serving.client.mnist_image, the code ``digits predict`` uses, so the page and the CLI see the same 28×28 input.
 Every failure is a JSON ``{"error": <kind>, "message": <plain words>}`` with a status code; none
 shows a traceback.
 """
@@ -18,8 +18,8 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
-from serving.client import ClientError, ModelClient, shortest_float32
-from serving.mnist_image import BlankImageError, ImageError, load_bytes
+from serving.client.model_client import ClientError, ModelClient, shortest_float32
+from serving.client.mnist_image import BlankImageError, ImageError, load_bytes
 from web.config import WebConfig
 
 STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")

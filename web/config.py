@@ -11,7 +11,7 @@ import os
 import re
 from typing import Mapping, Optional, Sequence
 
-from serving.client import split_target
+from serving.client.model_client import split_target
 
 ENV_PREFIX = "DIGITS_UI_"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")

@@ -1,5 +1,5 @@
-# The draw-a-digit app (web/) with the model server's client it uses (serving/client.py and
-# serving/mnist_image.py): no TensorFlow, only numpy, Pillow, FastAPI and uvicorn at the locked versions.
+# The draw-a-digit app (web/) with the model server's client it uses (serving/client/:
+# ModelClient and MNIST-form image preparation): no TensorFlow, only numpy, Pillow, FastAPI and uvicorn at the locked versions.
 # Build from the repository root:  docker build -f k8s/images/web.Dockerfile \
 #   -t ghcr.io/digits-ml/digits-web:0.1.0 .
 FROM python:3.10.13-slim-bookworm
@@ -9,9 +9,10 @@ COPY requirements.lock /tmp/requirements.lock
 RUN pip install --no-cache-dir --disable-pip-version-check -c /tmp/requirements.lock numpy pillow fastapi uvicorn \
     && rm /tmp/requirements.lock
 
-# The two packages the app imports (serving's TensorFlow parts are never imported by it).
+# What the app imports: web/ and the model server's client (serving/client/), none of the server.
 WORKDIR /opt/digits
-COPY serving /opt/digits/serving
+COPY serving/__init__.py /opt/digits/serving/__init__.py
+COPY serving/client /opt/digits/serving/client
 COPY web /opt/digits/web
 
 # HOME=/tmp: no home directory and a read-only root filesystem in Kubernetes, where /tmp is an emptyDir.

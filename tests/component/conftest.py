@@ -1,5 +1,5 @@
 """Fixtures of the serving core's tests: a real SavedModel exported by the pipeline's own code,
-loaded by serving.core and, independently, by tf.saved_model.load."""
+loaded by serving.servables.loaded_model and, independently, by tf.saved_model.load."""
 import os
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
@@ -9,7 +9,7 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from serving.errors import ServingError  # noqa: E402
-from serving.http_server import RestServer  # noqa: E402
+from serving.rest_api.transport import RestServer  # noqa: E402
 
 N = 64  # test digits per request in the serving tests
 
@@ -22,7 +22,7 @@ def digits_export(digits_exports):
 
 @pytest.fixture(scope="session")
 def model(digits_export):
-    from serving.core import LoadedModel
+    from serving.servables.loaded_model import LoadedModel
     return LoadedModel.load(digits_export)
 
 

@@ -1,4 +1,4 @@
-"""serving.batching over the real export: callers merged into one run get what they get without batching,
+"""serving.batching.batching_session over the real export: callers merged into one run get what they get without batching,
 and ``python -m serving --enable_batching`` answers concurrent requests with each caller's own rows.
 
 Float32 results of one row can differ in the last bits with the batch the row runs in (the kernels take
@@ -16,7 +16,7 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from serving.batching import TUNED_DEFAULTS, BatchingModel, BatchingOptions  # noqa: E402
+from serving.batching.batching_session import TUNED_DEFAULTS, BatchingModel, BatchingOptions  # noqa: E402
 from tests.server_process import ServerProcess, wait_for  # noqa: E402
 
 WAIT = 60  # seconds; only a guard against a hung test
@@ -198,8 +198,8 @@ def test_server_applies_the_batching_parameters_file(base, tmp_path, digits):
 def test_the_server_loader_wraps_each_version(tmp_path, model):
     """ModelServer's loader: the tuned defaults without a file; with --enable_per_model_batching_parameters, a
     version's own batching_params.pbtxt, and no batching for a version without one; unloading closes."""
-    from serving.options import parse_args
-    from serving.server import ModelServer, StartupConfig
+    from serving.model_servers.options import parse_args
+    from serving.model_servers.main import ModelServer, StartupConfig
 
     def server_for(*flags):
         options = parse_args(["--model_name=mnist", f"--model_base_path={tmp_path}", "--enable_batching", *flags])

@@ -1,5 +1,5 @@
-"""serving.client (ModelClient and `digits predict`) against real in-process servers: serving.rest and
-serving.grpc_front over a ModelRegistry serving the conftest SavedModel as version 1 of "mnist"."""
+"""serving.client.model_client (ModelClient and `digits predict`) against real in-process servers: serving.rest_api.api and
+serving.grpc_api.front over a ModelRegistry serving the conftest SavedModel as version 1 of "mnist"."""
 import json
 import os
 import socket
@@ -12,13 +12,13 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from serving.client import ClientError, ModelClient, VersionStatus, split_target  # noqa: E402
-from serving.predict_cli import main  # noqa: E402
-from serving.core import LoadedModel  # noqa: E402
-from serving.mnist_image import load_images, to_mnist  # noqa: E402
-from serving.model_registry import ModelRegistry  # noqa: E402
-from serving.http_server import RestServer  # noqa: E402
-from serving.server_config import ModelSpec  # noqa: E402
+from serving.client.model_client import ClientError, ModelClient, VersionStatus, split_target  # noqa: E402
+from serving.client.predict_cli import main  # noqa: E402
+from serving.servables.loaded_model import LoadedModel  # noqa: E402
+from serving.client.mnist_image import load_images, to_mnist  # noqa: E402
+from serving.core.model_registry import ModelRegistry  # noqa: E402
+from serving.rest_api.transport import RestServer  # noqa: E402
+from serving.model_servers.server_config import ModelSpec  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 START_HINT = "start it with `make serve`, or pass --server HOST:PORT"
@@ -45,7 +45,7 @@ def rest(registry):
 
 @pytest.fixture(scope="module")
 def grpc_target(registry):
-    from serving.grpc_front import GrpcServer  # imported here so the REST tests run on their own
+    from serving.grpc_api.front import GrpcServer  # imported here so the REST tests run on their own
 
     server = GrpcServer(registry, -1, host="127.0.0.1")
     server.start()
@@ -161,7 +161,7 @@ def test_status_of_a_server_that_is_not_there_is_unreachable():
 
 
 def test_status_over_rest_imports_no_tensorflow():
-    code = ("import sys, serving.client as c\n"
+    code = ("import sys, serving.client.model_client as c\n"
             "try:\n    c.ModelClient('127.0.0.1:1').status()\nexcept c.ClientError:\n    pass\n"
             "assert not [m for m in sys.modules if m.startswith(('tensorflow', 'grpc'))]")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)

@@ -1,4 +1,4 @@
-"""serving.grpc_front: a real GrpcServer on 127.0.0.1 over a ModelRegistry serving the conftest SavedModel as
+"""serving.grpc_api.front: a real GrpcServer on 127.0.0.1 over a ModelRegistry serving the conftest SavedModel as
 version 1 (label "stable"), driven through tensorflow-serving-api's own stubs. Expected codes and texts are
 TF Serving 2.16.1's (prediction_service_impl.cc, model_service_impl.cc, predict_util.cc, classifier.cc,
 multi_inference.cc, get_model_metadata_impl.cc, get_model_status_impl.cc, server_core.cc, util.cc)."""
@@ -20,13 +20,13 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      predict_pb2, prediction_service_pb2_grpc, regression_pb2)
 from tensorflow_serving.config import model_server_config_pb2  # noqa: E402
 
-from serving.core import LoadedModel  # noqa: E402
+from serving.servables.loaded_model import LoadedModel  # noqa: E402
 from serving.errors import ServingError  # noqa: E402
-from serving.grpc_front import GrpcServer  # noqa: E402
-from serving.model_registry import ModelRegistry  # noqa: E402
-from serving.http_server import RestServer  # noqa: E402
-from serving.server_config import ModelSpec  # noqa: E402
-from serving.tensor_proto import from_ndarray, to_ndarray  # noqa: E402
+from serving.grpc_api.front import GrpcServer  # noqa: E402
+from serving.core.model_registry import ModelRegistry  # noqa: E402
+from serving.rest_api.transport import RestServer  # noqa: E402
+from serving.model_servers.server_config import ModelSpec  # noqa: E402
+from serving.grpc_api.tensor_proto import from_ndarray, to_ndarray  # noqa: E402
 
 B = 8  # images per request
 INVALID, NOT_FOUND = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND

@@ -1,4 +1,4 @@
-"""serving.rest against a real server on 127.0.0.1 over a ModelRegistry serving the conftest SavedModel
+"""serving.rest_api.api against a real server on 127.0.0.1 over a ModelRegistry serving the conftest SavedModel
 as version 1. Expected texts and shapes are TF Serving 2.16.1's (http_rest_api_handler.cc,
 http_rest_api_util.cc, http_server.cc, libevent's evhttp_send_error)."""
 import gzip
@@ -12,11 +12,11 @@ os.environ["TF_USE_LEGACY_KERAS"] = "1"
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from serving.core import LoadedModel  # noqa: E402
-from serving.metrics import ServingMetrics  # noqa: E402
-from serving.model_registry import ModelRegistry  # noqa: E402
-from serving.http_server import RestServer  # noqa: E402
-from serving.server_config import ModelSpec  # noqa: E402
+from serving.servables.loaded_model import LoadedModel  # noqa: E402
+from serving.model_servers.metrics import ServingMetrics  # noqa: E402
+from serving.core.model_registry import ModelRegistry  # noqa: E402
+from serving.rest_api.transport import RestServer  # noqa: E402
+from serving.model_servers.server_config import ModelSpec  # noqa: E402
 
 B = 8  # images per request
 METRICS_PATH = "/monitoring/prometheus/metrics"

@@ -1,4 +1,4 @@
-"""The REST transport on raw sockets: what http.server (the transport before serving.http_loop) did with
+"""The REST transport on raw sockets: what http.server (the transport before serving.rest_api.event_loop) did with
 pipelining, chunked bodies, Expect: 100-continue, HEAD, HTTP/1.0, odd request lines and half-closed
 connections, over a servable stub (no TensorFlow)."""
 import json

@@ -1,4 +1,4 @@
-"""serving.core against a real SavedModel built by the pipeline's own code (conftest.py), plus a
+"""serving.servables.loaded_model against a real SavedModel built by the pipeline's own code (conftest.py), plus a
 tiny hand-made one for what the digits model lacks (a regress signature, scores-only classify,
 signature defaults). Expected texts are TF Serving
 2.16.1's (predict_util.cc, classifier.cc, regressor.cc, saved_model/util.cc)."""
@@ -12,7 +12,7 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tensorflow.core.protobuf import saved_model_pb2  # noqa: E402
 
-from serving.core import LoadedModel, resolve_signature_name  # noqa: E402
+from serving.servables.loaded_model import LoadedModel, resolve_signature_name  # noqa: E402
 from serving.errors import ServingError  # noqa: E402
 
 
@@ -280,7 +280,7 @@ def test_metadata_is_the_saved_models_signature_def_map(model, digits_export):
 def test_input_specs_drive_the_rest_codec(model, digits):
     import json
 
-    from serving.json_codec import parse_predict_request
+    from serving.rest_api.json_codec import parse_predict_request
     assert model.input_specs("") == {"images": (tf.float32, (None, 28, 28))}
     images = digits[0][:3] / 255.0
     request = parse_predict_request(json.dumps({"instances": images.tolist()}), model.input_specs)

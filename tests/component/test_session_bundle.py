@@ -1,4 +1,4 @@
-"""serving.session_bundle and LoadedModel.prepare_predict: signatures run as Session::Run of their
+"""serving.servables.session_bundle and LoadedModel.prepare_predict: signatures run as Session::Run of their
 tensors, with the answers and errors of predict()."""
 import os
 
@@ -8,7 +8,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from serving.errors import ServingError  # noqa: E402
-from serving.session_bundle import session_config  # noqa: E402
+from serving.servables.session_bundle import session_config  # noqa: E402
 
 
 def _outcome(call, *args, **kwargs):

@@ -66,7 +66,7 @@ def test_dockerignore_keeps_outputs_out_and_sources_in():
                  "build/kfp/pipeline.json", "tests/artifacts/x", "serving/__pycache__/core.cpython-310.pyc"):
         assert ignored(path), path
     for path in ("setup.py", "requirements.lock", "components/schema/schema.pbtxt", "pipeline/cli.py",
-                 "serving/monitoring.config"):
+                 "serving/model_servers/monitoring.config"):
         assert not ignored(path), path
 
 
@@ -106,13 +106,14 @@ def test_web_image_installs_what_the_app_imports_at_the_locked_versions():
     imported = set()
     for path in (REPO / "web").glob("*.py"):
         imported |= _third_party_imports(path, module_level_only=False)
-    for name in ("client.py", "mnist_image.py"):
-        imported |= _third_party_imports(REPO / "serving" / name, module_level_only=True)
+    for path in (REPO / "serving" / "client").glob("*.py"):
+        imported |= _third_party_imports(path, module_level_only=True)
     provided = {"numpy", "PIL", "fastapi", "starlette", "uvicorn"}  # starlette comes with fastapi
     assert imported <= provided, f"web.Dockerfile does not install {sorted(imported - provided)}"
     copies = [t for k, t in steps if k == "COPY"]
     assert copies[0] == "requirements.lock /tmp/requirements.lock"
-    assert {"serving /opt/digits/serving", "web /opt/digits/web"} <= set(copies)
+    assert {"serving/__init__.py /opt/digits/serving/__init__.py", "serving/client /opt/digits/serving/client",
+            "web /opt/digits/web"} == set(copies[1:]), "the app, the client, and none of the server"
     (workdir,) = [t for k, t in steps if k == "WORKDIR"]
     assert workdir == "/opt/digits"
     env = dict(item.split("=", 1) for k, t in steps if k == "ENV" for item in shlex.split(t))

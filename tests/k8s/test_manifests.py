@@ -1,6 +1,6 @@
 """The kustomize builds of k8s/ (base, local, prod) as the cluster would receive them: they render,
 every pod meets Pod Security `restricted`, and tf-serving, the scheduled runs and the network policy
-agree with TF Serving's flags, serving/monitoring.config and the pipeline's config."""
+agree with TF Serving's flags, serving/model_servers/monitoring.config and the pipeline's config."""
 from __future__ import annotations
 
 import posixpath
@@ -11,7 +11,7 @@ from google.protobuf import text_format
 
 from pipeline import config as config_lib
 from pipeline.config import PipelineConfig
-from serving import options, server_config
+from serving.model_servers import options, server_config
 from tests.k8s.conftest import BUILDS, REPO, pod_spec
 
 CONFIG = PipelineConfig()
@@ -57,7 +57,7 @@ def resolve(c: dict, text: str) -> str:
 
 
 def serving_options(build) -> options.ServerOptions:
-    """tf-serving's command line read by serving/options.py, which takes exactly tensorflow_model_server's
+    """tf-serving's command line read by serving/model_servers/options.py, which takes exactly tensorflow_model_server's
     flags and syntax (--name=value) and refuses anything else."""
     c = container(serving_pod(build), "tf-serving")
     return options.parse_args([resolve(c, arg) for arg in c["args"]])
@@ -166,7 +166,7 @@ def test_monitoring_config_map_says_what_serving_monitoring_config_says(builds, 
     config_map = monitoring_config_map(builds[name])
     (text,) = config_map["data"].values()
     deployed = text_format.Parse(text, server_config.MonitoringConfig())
-    ours = server_config.load_monitoring_config(str(REPO / "serving" / "monitoring.config"))
+    ours = server_config.load_monitoring_config(str(REPO / "serving" / "model_servers" / "monitoring.config"))
     assert deployed == ours
     assert deployed.prometheus_config.enable
 
@@ -317,7 +317,7 @@ def test_prod_serves_from_the_bucket_the_kubeflow_pusher_writes(builds):
 def test_web_app_is_a_model_client_of_the_tf_serving_service(builds, name):
     """digits-web's env, read by web/config.py as the app reads it, names the tf-serving Service's REST
     port and the served model; the tf-serving policy admits its pods; probes and Service use /healthz, 8080."""
-    from serving.client import split_target
+    from serving.client.model_client import split_target
     from web import config as web_config
 
     build = builds[name]

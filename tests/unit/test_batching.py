@@ -1,4 +1,4 @@
-"""serving.batching: TF Serving's dynamic batching, over a fake servable that records its batch sizes.
+"""serving.batching.batching_session: TF Serving's dynamic batching, over a fake servable that records its batch sizes.
 
 Merges are arranged, never hoped for: a gate holds the first run on the batch thread while the other
 callers queue behind it (``queued()`` says when they have), then opens."""
@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from serving.batching import BatchingModel, BatchingOptions, BatchScheduler
+from serving.batching.batching_session import BatchingModel, BatchingOptions, BatchScheduler
 from serving.errors import ServingError
 
 WAIT = 10  # seconds; only a guard against a hung test, never a timing assumption

@@ -1,4 +1,4 @@
-"""serving.json_codec against TF Serving 2.16's REST JSON behaviour.
+"""serving.rest_api.json_codec against TF Serving 2.16's REST JSON behaviour.
 
 Expected texts come from tensorflow_serving/util/json_tensor.cc and json_tensor_test.cc; numbers,
 layouts and parse errors marked "(rapidjson 1.1.0)" / "(absl)" were produced by compiling those
@@ -13,10 +13,10 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from serving import json_codec as jc  # noqa: E402
-from serving import json_examples  # noqa: E402
-from serving import json_responses as jr  # noqa: E402
-from serving.json_codec import JsonCodecError  # noqa: E402
+from serving.rest_api import json_codec as jc  # noqa: E402
+from serving.rest_api import json_examples  # noqa: E402
+from serving.rest_api import json_responses as jr  # noqa: E402
+from serving.rest_api.json_codec import JsonCodecError  # noqa: E402
 
 INT = {"default": "int32"}
 

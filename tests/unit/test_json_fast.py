@@ -9,8 +9,8 @@ import numpy as np
 import orjson
 import pytest
 
-from serving.json_codec import _Mode, _NeedExact, _parse_predict, _parse_strict, _to_float32, parse_predict_request
-from serving.json_text import _float_tokens_small, float_tokens
+from serving.rest_api.json_codec import _Mode, _NeedExact, _parse_predict, _parse_strict, _to_float32, parse_predict_request
+from serving.rest_api.json_text import _float_tokens_small, float_tokens
 
 SPECS = {"x": "float"}
 

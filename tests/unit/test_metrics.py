@@ -1,4 +1,4 @@
-"""serving.metrics: the Prometheus page must match what tensorflow_model_server 2.16 writes
+"""serving.model_servers.metrics: the Prometheus page must match what tensorflow_model_server 2.16 writes
 (util/prometheus_exporter.cc, servables/tensorflow/util.cc, tensorflow/cc/saved_model/loader.cc)."""
 import os
 
@@ -8,9 +8,9 @@ import threading  # noqa: E402
 
 import pytest  # noqa: E402
 
-from serving import metrics as metrics_lib  # noqa: E402
+from serving.model_servers import metrics as metrics_lib  # noqa: E402
 from serving.errors import ServingError  # noqa: E402
-from serving.metrics import ServingMetrics  # noqa: E402
+from serving.model_servers.metrics import ServingMetrics  # noqa: E402
 
 # Buckets::Exponential(10, 1.8, 33) as absl::StrCat prints the limits, then the DBL_MAX bucket.
 LE = ["10", "18", "32.4", "58.32", "104.976", "188.957", "340.122", "612.22", "1102", "1983.59", "3570.47",

@@ -1,4 +1,4 @@
-"""serving.mnist_image: photos, drawings and arrays to MNIST's form, checked against real MNIST digits
+"""serving.client.mnist_image: photos, drawings and arrays to MNIST's form, checked against real MNIST digits
 rendered the way a user would photograph or draw them."""
 import io
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from serving.mnist_image import ImageError, _stroke_width, load_images, load_labelled, to_mnist
+from serving.client.mnist_image import ImageError, _stroke_width, load_images, load_labelled, to_mnist
 
 YS, XS = np.mgrid[0:28, 0:28]
 
@@ -251,7 +251,7 @@ def test_to_mnist_rejects_arrays_that_are_not_one_image():
 
 def test_load_bytes_reads_uploads_as_files_are_read(tmp_path):
     """An upload's bytes become what the same file gives ``digits predict``; blank is its own error."""
-    from serving.mnist_image import BlankImageError, load_bytes
+    from serving.client.mnist_image import BlankImageError, load_bytes
 
     page = np.full((90, 120), 240, np.uint8)
     page[20:70, 55:62] = 20  # a dark "1" on light paper

@@ -1,12 +1,12 @@
-"""serving.options: tensorflow_model_server 2.16's flags, checks and config files."""
+"""serving.model_servers.options: tensorflow_model_server 2.16's flags, checks and config files."""
 import dataclasses
 import os
 
 import pytest
 
-from serving import options as so
-from serving import server_config as sc
-from serving.options import OptionsError, parse_args
+from serving.model_servers import options as so
+from serving.model_servers import server_config as sc
+from serving.model_servers.options import OptionsError, parse_args
 
 BASE = ["--model_base_path=/models/mnist"]
 

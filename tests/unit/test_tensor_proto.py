@@ -1,4 +1,4 @@
-"""serving.tensor_proto against TensorFlow's C++ Tensor::FromProto / AsProtoField / AsProtoTensorContent
+"""serving.grpc_api.tensor_proto against TensorFlow's C++ Tensor::FromProto / AsProtoField / AsProtoTensorContent
 semantics (tensorflow/core/framework/tensor.cc, tensor_shape.cc, core/platform/tensor_coding.cc)."""
 import os
 
@@ -9,7 +9,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from tensorflow.core.framework import tensor_pb2, types_pb2  # noqa: E402
 
-from serving.tensor_proto import TensorProtoError, datatype_of, from_ndarray, to_ndarray  # noqa: E402
+from serving.grpc_api.tensor_proto import TensorProtoError, datatype_of, from_ndarray, to_ndarray  # noqa: E402
 
 NUMERIC = [np.float32, np.float64, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32,
            np.uint64, np.complex64, np.complex128, np.float16, ml_dtypes.bfloat16, ml_dtypes.float8_e5m2,

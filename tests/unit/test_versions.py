@@ -1,13 +1,13 @@
-"""serving.versions and serving.model_registry: TF Serving 2.16's version management, with a fake loader."""
+"""serving.core.versions and serving.core.model_registry: TF Serving 2.16's version management, with a fake loader."""
 import os
 import threading
 
 import pytest
 
 from serving.errors import ServingError
-from serving.model_registry import ModelRegistry
-from serving.server_config import ModelSpec, VersionPolicy
-from serving.versions import VersionManager, VersionStatus, parse_version
+from serving.core.model_registry import ModelRegistry
+from serving.model_servers.server_config import ModelSpec, VersionPolicy
+from serving.core.versions import VersionManager, VersionStatus, parse_version
 
 WAIT = 10  # seconds; only a guard against a hung test, never a timing assumption
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from serving.mnist_image import load_bytes
+from serving.client.mnist_image import load_bytes
 from tests.server_process import free_port
 from tests.web.conftest import http_json
 from web.app import create_app

@@ -8,7 +8,7 @@ import json
 import numpy as np
 from PIL import Image
 
-from serving.mnist_image import load_images
+from serving.client.mnist_image import load_images
 from tests.server_process import ServerProcess
 from tests.web.conftest import AppProcess
 

@@ -25,8 +25,8 @@ from types import MappingProxyType
 from typing import Any, Callable, Mapping, Optional
 
 from serving.errors import ServingError
-from serving.server_config import ModelSpec
-from serving.version_source import aspired_versions, parse_version  # noqa: F401 - re-exported
+from serving.model_servers.server_config import ModelSpec
+from serving.core.version_source import aspired_versions, parse_version  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ Sources, all in tensorflow/serving 2.16.1 unless named otherwise:
 - ``tensorflow/core/framework/function.cc`` FunctionCallFrame::SetArgs(): wrong input dtype.
 
 Signatures run as TF Serving runs them, Session::Run of the SignatureDef's tensors
-(``serving.session_bundle``). Thread-safety: nothing is mutated after ``load``; concurrent calls only
+(``serving.servables.session_bundle``). Thread-safety: nothing is mutated after ``load``; concurrent calls only
 share read-only state and the session, which TensorFlow runs concurrently.
 """
 from __future__ import annotations
@@ -30,8 +30,8 @@ from tensorflow.core.protobuf import saved_model_pb2  # noqa: E402
 from tensorflow_serving.apis import get_model_metadata_pb2  # noqa: E402
 
 from serving.errors import HTTP_STATUS, ServingError  # noqa: E402
-from serving.session_bundle import SessionBundle  # noqa: E402
-from serving.signature_meta import (DEFAULT_SIGNATURE, SignatureMeta, TensorMeta, datatype_name,  # noqa: E402
+from serving.servables.session_bundle import SessionBundle  # noqa: E402
+from serving.servables.signature_meta import (DEFAULT_SIGNATURE, SignatureMeta, TensorMeta, datatype_name,  # noqa: E402
                                     invalid, shape_string)
 
 __all__ = ["LoadedModel", "SignatureMeta", "TensorMeta", "ServingError", "DEFAULT_SIGNATURE",
@@ -210,7 +210,7 @@ class LoadedModel:
 
     def _run(self, meta: SignatureMeta, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
         """Session::Run() of the whole signature: dtype/shape checks, then the session callable.
-        (serving.batching replaces this method on its copy of a model.)"""
+        (serving.batching.batching_session replaces this method on its copy of a model.)"""
         return _session_run(meta, _checked_feeds(meta, feeds))
 
 

@@ -13,10 +13,10 @@ import numpy as np
 import orjson
 
 from serving.errors import JsonCodecError
-from serving.json_text import (body_text, decode_b64, dtype_name, is_b64, is_element_object,
+from serving.rest_api.json_text import (body_text, decode_b64, dtype_name, is_b64, is_element_object,
                                json_type, parse_json, to_bytes,
                                value_to_string)
-from serving.rapidjson_numbers import may_round_differently, to_double
+from serving.rest_api.rapidjson_numbers import may_round_differently, to_double
 
 __all__ = ["JsonCodecError", "PredictRequest", "parse_predict_request", "DEFAULT_SIGNATURE"]
 

@@ -29,8 +29,8 @@ import threading  # noqa: E402
 from typing import Optional, Sequence  # noqa: E402
 
 from serving.errors import ServingError  # noqa: E402
-from serving.options import OptionsError, ServerOptions, parse_args, usage  # noqa: E402
-from serving import server_config  # noqa: E402
+from serving.model_servers.options import OptionsError, ServerOptions, parse_args, usage  # noqa: E402
+from serving.model_servers import server_config  # noqa: E402
 
 log = logging.getLogger("digits.model_server")
 
@@ -83,9 +83,9 @@ class ModelServer:
     """The registry of models, polled in the background, behind the gRPC and REST fronts."""
 
     def __init__(self, options: ServerOptions, config: StartupConfig):
-        from serving.core import LoadedModel
-        from serving.metrics import ServingMetrics
-        from serving.model_registry import ModelRegistry
+        from serving.servables.loaded_model import LoadedModel
+        from serving.model_servers.metrics import ServingMetrics
+        from serving.core.model_registry import ModelRegistry
 
         self.options, self.config = options, config
         self.metrics = ServingMetrics()
@@ -109,10 +109,10 @@ class ModelServer:
     def _batching_loader(self, load):
         """--enable_batching: each loaded version is wrapped for batching (WrapSessionForBatching) over one
         scheduler whose threads every model shares (model_server_batch_threads); unloading a version closes
-        its queues. Without --batching_parameters_file the defaults are serving.batching.TUNED_DEFAULTS.
+        its queues. Without --batching_parameters_file the defaults are serving.batching.batching_session.TUNED_DEFAULTS.
         With --enable_per_model_batching_parameters a version's own batching_params.pbtxt decides, and a
         version without one is not batched (GetPerModelBatchingParams); the threads stay the common ones."""
-        from serving.batching import TUNED_DEFAULTS, BatchingModel, BatchingOptions, BatchScheduler
+        from serving.batching.batching_session import TUNED_DEFAULTS, BatchingModel, BatchingOptions, BatchScheduler
 
         def options_from(params):
             return BatchingOptions.from_settings(server_config.effective_batching(params))
@@ -141,8 +141,8 @@ class ModelServer:
 
     def start(self) -> None:
         """Loads every model (as ServerCore::Create waits for them), then opens the ports."""
-        from serving.grpc_front import GrpcServer
-        from serving.http_server import RestServer
+        from serving.grpc_api.front import GrpcServer
+        from serving.rest_api.transport import RestServer
 
         o = self.options
         self.registry.start_and_wait(self._stopped)

@@ -1,8 +1,8 @@
 """The HTTP/1.1 transport of the REST API (tensorflow_model_server --rest_api_port): connections,
 bodies (chunked, gzip), CORS headers, the Prometheus page, the 404 page outside ``/v1/``, the
 ``--rest_api_num_threads`` bound and the ``--rest_api_timeout_in_ms`` deadline. What a request means
-is ``serving.rest.RestApi``'s business; bytes on the wire are ``serving.http_wire``'s; the event loop
-is ``serving.http_loop``'s.
+is ``serving.rest_api.api.RestApi``'s business; bytes on the wire are ``serving.rest_api.wire``'s; the event loop
+is ``serving.rest_api.event_loop``'s.
 
 Sources, tensorflow/serving 2.16.1: ``model_servers/http_server.cc`` (path regex, Prometheus handler
 matched before ``/v1/`` by path without the query, RequestExecutor threads, AddCORSHeaders on the
@@ -23,9 +23,9 @@ import zlib
 from typing import Optional
 
 from serving.errors import ServingError
-from serving.http_loop import Connection, EventLoop
-from serving.http_wire import Request
-from serving.rest import NOT_FOUND_PAGE, PATH_REGEX, TIMEOUT_MESSAGE, Job, RestApi
+from serving.rest_api.event_loop import Connection, EventLoop
+from serving.rest_api.wire import Request
+from serving.rest_api.api import NOT_FOUND_PAGE, PATH_REGEX, TIMEOUT_MESSAGE, Job, RestApi
 
 _CORS = (("Access-Control-Allow-Origin", "*"), ("Access-Control-Allow-Methods", "POST, GET"),
          ("Access-Control-Allow-Headers", "Content-Type"))

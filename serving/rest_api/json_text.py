@@ -18,7 +18,7 @@ import re
 import numpy as np
 
 from serving.errors import JsonCodecError
-from serving.rapidjson_numbers import (FLOAT_MAX, PYTHON_DECODER, RAPIDJSON_DECODER, NumberTooBig,
+from serving.rest_api.rapidjson_numbers import (FLOAT_MAX, PYTHON_DECODER, RAPIDJSON_DECODER, NumberTooBig,
                                        rapidjson_dtoa, to_double)
 
 IND = "    "  # PrettyWriter indent

@@ -8,9 +8,9 @@ from typing import Union
 import numpy as np
 
 from serving.errors import JsonCodecError
-from serving.json_codec import DEFAULT_SIGNATURE, format_error, request_signature
-from serving.json_text import body_text, decode_b64, is_b64, json_type, parse_json, to_bytes
-from serving.rapidjson_numbers import to_double
+from serving.rest_api.json_codec import DEFAULT_SIGNATURE, format_error, request_signature
+from serving.rest_api.json_text import body_text, decode_b64, is_b64, json_type, parse_json, to_bytes
+from serving.rest_api.rapidjson_numbers import to_double
 
 
 def _feature_value(v, name: str, kind: str | None) -> tuple:

@@ -44,7 +44,7 @@ from typing import Dict, Mapping, Optional
 import numpy as np
 
 from serving.errors import ServingError
-from serving.batch_scheduler import (TUNED_DEFAULTS, BatchingOptions, BatchScheduler,  # noqa: F401
+from serving.batching.batch_scheduler import (TUNED_DEFAULTS, BatchingOptions, BatchScheduler,  # noqa: F401
                                      BatchQueue, BatchTask, invalid_argument)
 
 log = logging.getLogger(__name__)

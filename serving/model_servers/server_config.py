@@ -9,7 +9,7 @@ import re
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format, wrappers_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
-from serving.options import OptionsError, ServerOptions, schedulable_cpus
+from serving.model_servers.options import OptionsError, ServerOptions, schedulable_cpus
 
 def _schema_classes():
     """BatchingParameters and MonitoringConfig: tensorflow-serving-api 2.16.1 ships neither

@@ -1,5 +1,5 @@
 """TF Serving 2.16's gRPC transport: a grpc.server carrying PredictionService and ModelService, whose
-bodies are ``serving.grpc_services.Services``.
+bodies are ``serving.grpc_api.services.Services``.
 
 Sources, tensorflow/serving 2.16.1:
 - ``model_servers/server.cc``: listeners, SetMaxMessageSize(kint32max), channel arguments, health service.
@@ -16,7 +16,7 @@ import grpc
 from tensorflow_serving.apis import inference_pb2
 
 from serving.errors import ServingError
-from serving.grpc_services import METHODS, Services
+from serving.grpc_api.services import METHODS, Services
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """A client of the model server's Predict and status APIs (ours or TF Serving's); ``digits predict``
-(serving/predict_cli.py) and the web app use it.
+(serving/client/predict_cli.py) and the web app use it.
 
 REST uses only the standard library, so importing this module and calling a REST server is fast;
 gRPC needs tensorflow-serving-api's generated stubs, whose TensorFlow protos import TensorFlow

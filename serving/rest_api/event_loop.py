@@ -20,7 +20,7 @@ import threading
 import time
 from typing import Optional
 
-from serving.http_wire import (CONTINUE, METHODS, BadRequest, Request, error_response, expects_continue,
+from serving.rest_api.wire import (CONTINUE, METHODS, BadRequest, Request, error_response, expects_continue,
                                parse_head, read_body, response)
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from serving.client import (DEFAULT_GRPC_PORT, DEFAULT_REST_PORT, ClientError, ModelClient,
+from serving.client.model_client import (DEFAULT_GRPC_PORT, DEFAULT_REST_PORT, ClientError, ModelClient,
                             shortest_float32)
 
 
@@ -55,7 +55,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              args.signature_name, args.grpc, args.timeout)
     except ValueError as e:
         parser.error(str(e))
-    from serving.mnist_image import ImageError, load_labelled
+    from serving.client.mnist_image import ImageError, load_labelled
 
     try:
         names: List[str] = []

@@ -2,7 +2,7 @@
 (``core/kernels/batching_util/shared_batch_scheduler.h``) with TF Serving's queue options
 (``servables/tensorflow/bundle_factory_util.cc`` GetQueueOptions) and batch merging/padding
 (``batching/batching_session.cc``, ``batching/batching_util.cc``). What is batched, and why the
-defaults are what they are, is ``serving.batching``'s docstring.
+defaults are what they are, is ``serving.batching.batching_session``'s docstring.
 """
 from __future__ import annotations
 

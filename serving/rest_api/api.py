@@ -14,7 +14,7 @@ Sources, tensorflow/serving 2.16.1:
 - ``util/net_http/server/internal/evhttp_request.cc``: ``Content-Encoding`` containing "gzip" means
   the body is gunzipped; a body that fails to gunzip reads as empty.
 - ``http_server.cc`` also: every ``/v1/`` request (OPTIONS too) is counted, the OK ones timed
-  (``serving.metrics``); the Prometheus page is a handler matched before ``/v1/``, by path without the
+  (``serving.model_servers.metrics``); the Prometheus page is a handler matched before ``/v1/``, by path without the
   query (ProcessPrometheusRequest); handlers queue for ``--rest_api_num_threads`` threads (RequestExecutor).
 - ``http_rest_api_handler.cc``: ``--rest_api_timeout_in_ms`` > 0 is the session run's RunOptions.timeout_in_ms:
   DirectSession::WaitForNotification() fails an overdue run with DEADLINE_EXCEEDED (HTTP 504).
@@ -31,11 +31,11 @@ import urllib.parse
 from typing import Optional
 
 from serving.errors import HTTP_STATUS, ServingError
-from serving.json_codec import parse_predict_request
-from serving.json_examples import parse_classify_regress_request
-from serving.json_responses import (format_classify_response, format_error_response,
+from serving.rest_api.json_codec import parse_predict_request
+from serving.rest_api.json_examples import parse_classify_regress_request
+from serving.rest_api.json_responses import (format_classify_response, format_error_response,
                                     format_predict_response, format_regress_response)
-from serving.metrics import ENTRYPOINT_REST
+from serving.model_servers.metrics import ENTRYPOINT_REST
 
 PATH_REGEX = re.compile(r"/v1/.*", re.I | re.S)
 PREDICTION_REGEX = re.compile(

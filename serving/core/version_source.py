@@ -10,7 +10,7 @@ import re
 from typing import Optional
 
 from serving.errors import ServingError
-from serving.server_config import ModelSpec
+from serving.model_servers.server_config import ModelSpec
 
 log = logging.getLogger(__name__)
 

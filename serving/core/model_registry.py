@@ -9,9 +9,9 @@ from types import MappingProxyType
 from typing import Any, Callable, Iterable, Optional
 
 from serving.errors import ServingError
-from serving.options import OptionsError
-from serving.server_config import ModelSpec, is_relative_uri, check_version_labels
-from serving.versions import VersionManager
+from serving.model_servers.options import OptionsError
+from serving.model_servers.server_config import ModelSpec, is_relative_uri, check_version_labels
+from serving.core.versions import VersionManager
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The RPC bodies of TF Serving 2.16's gRPC API (PredictionService, ModelService) over the registry and
 the prediction core that REST uses too, so both fronts give the same answers and the same errors. The
-transport (grpc.server, status codes, metrics) is ``serving.grpc_front``.
+transport (grpc.server, status codes, metrics) is ``serving.grpc_api.front``.
 
 Sources, tensorflow/serving 2.16.1:
 - ``model_servers/prediction_service_impl.cc``, ``model_service_impl.cc``.
@@ -22,9 +22,9 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      regression_pb2, status_pb2)
 
 from serving.errors import ServingError
-from serving.options import OptionsError
-from serving.server_config import specs_from_config
-from serving.tensor_proto import TensorProtoError, from_ndarray, to_ndarray
+from serving.model_servers.options import OptionsError
+from serving.model_servers.server_config import specs_from_config
+from serving.grpc_api.tensor_proto import TensorProtoError, from_ndarray, to_ndarray
 
 
 DEFAULT_SIGNATURE = "serving_default"

@@ -1,4 +1,4 @@
-"""What ``serving.core`` knows about one SignatureDef, worked out once when the model loads.
+"""What ``serving.servables.loaded_model`` knows about one SignatureDef, worked out once when the model loads.
 
 Everything a request needs that does not depend on the request lives here: input/output aliases,
 tensor names, dtypes, shapes, the concrete function, and the outcome of TF Serving's per-signature
@@ -19,7 +19,7 @@ import tensorflow as tf  # noqa: E402
 from tensorflow.core.framework import types_pb2  # noqa: E402
 
 from serving.errors import ServingError  # noqa: E402
-from serving.json_text import dtype_name  # noqa: E402
+from serving.rest_api.json_text import dtype_name  # noqa: E402
 
 # tensorflow/cc/saved_model/signature_constants.h
 DEFAULT_SIGNATURE = "serving_default"
