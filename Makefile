@@ -87,6 +87,7 @@ bench: $(STAMP)  ## the pipeline benchmark: seed script vs the full pipeline on 
 
 bench-serving: $(STAMP)  ## the serving benchmark: REST and gRPC load vs in-process calls and a naive FastAPI server
 	@command -v wrk >/dev/null || $(call apt_install,wrk,the HTTP load generator,bench-serving)
+	@command -v h2load >/dev/null || $(call apt_install,nghttp2-client,h2load: the gRPC load generator,bench-serving)
 	$(PY) bench/serving_bench.py $(ARGS)
 
 lock:  ## re-resolve requirements.in and requirements-tools.in into their .lock files (needs uv: pip install uv)

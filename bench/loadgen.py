@@ -4,10 +4,14 @@ Each ``*_point`` runs one load point against a server as a separate process and 
 p50/p99 ms, errors and the generator's own CPU seconds in the measured window. ``on_start`` is
 called when the measured window opens, so the bench can read the server's CPU time there.
   - wrk (REST): bench/predict.lua, 1 thread, keep-alive connections, a 1 s warm-up run first.
-  - grpc_load.py (gRPC, the default): a grpc.aio client process, pre-serialized requests.
-  - h2load (gRPC, --grpc-load h2load; Debian's nghttp2-client): C, one stream per connection, the
-    request as a raw gRPC frame. It counts HTTP/2 200s, so a call answered with a gRPC error status
-    (no DATA) would count as done: responses without data are counted as errors here.
+  - h2load (gRPC, the default; Debian's nghttp2-client): C, one thread, one stream in flight per
+    connection, the request sent as a raw gRPC frame, a 1 s warm-up run first. h2load counts HTTP
+    statuses only and a gRPC error is an HTTP 200 with grpc-status in the trailers and no message, so
+    every OK answer must bring exactly the response frame a real gRPC client got for the same bytes
+    (``grpc_frame_check``): DATA bytes short of succeeded x that size are counted as errors.
+  - grpc_load.py (gRPC, --grpc-load python): a grpc.aio client process, pre-serialized requests.
+The server's CPU and peak RSS are read over its whole process tree (``tree_cpu_seconds``,
+``tree_peak_rss_mb``), so a server that forks serving processes is measured whole.
 """
 import json
 import os
@@ -17,6 +21,7 @@ import subprocess
 import sys
 
 import numpy as np
+import psutil
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 PATH = "/v1/models/mnist:predict"
@@ -58,11 +63,23 @@ def write_grpc_requests(path, images, per_request, count):
         f.write(b"\0" + struct.pack(">I", len(requests[0])) + requests[0])
 
 
-def cpu_seconds(pid):
-    """User + system CPU seconds of a process so far (all its threads)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime: fields 14, 15 of proc(5)
+def process_tree(pid):
+    """The process and all its descendants (serving processes a server forks, helpers they start)."""
+    root = psutil.Process(pid)
+    return [root] + root.children(recursive=True)
+
+
+def tree_cpu_seconds(pid):
+    """User + system CPU seconds so far of a process and its descendants, all threads, including
+    children that already exited and were waited for (their time moved to the parent's cutime/cstime)."""
+    total = 0.0
+    for process in process_tree(pid):
+        try:
+            t = process.cpu_times()
+        except psutil.NoSuchProcess:  # exited since the listing: its time is in its parent's children_*
+            continue
+        total += t.user + t.system + t.children_user + t.children_system
+    return total
 
 
 def machine_busy_seconds():
@@ -72,9 +89,16 @@ def machine_busy_seconds():
     return (sum(values[:8]) - values[3] - values[4]) / TICKS  # minus idle, iowait
 
 
-def peak_rss_mb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024.0
+def tree_peak_rss_mb(pid):
+    """{pid: peak resident set size in MB (VmHWM)} for the process and each descendant alive now."""
+    peaks = {}
+    for process in process_tree(pid):
+        try:
+            with open(f"/proc/{process.pid}/status") as f:
+                peaks[process.pid] = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024.0
+        except (OSError, StopIteration):  # exited, or a zombie (no memory left to report)
+            continue
+    return peaks
 
 
 def children_cpu():
@@ -119,23 +143,52 @@ def grpc_point(port, requests_file, connections, duration, on_start):
             "generator_cpu_s": r["cpu_s"], "seconds": r["seconds"]}  # its CPU in the window, by its own count
 
 
-def h2load_point(port, requests_file, connections, duration, on_start):
-    log = requests_file + ".log"
-    on_start()  # the window includes h2load's 1 s warm-up under the same load: CPU rates stay comparable
+def grpc_frame_check(port, frame_path, timeout=60):
+    """The answer a real gRPC client (grpcio) gets for the exact bytes h2load sends: (serialized
+    PredictResponse, DATA bytes of its frame). Exits when the call does not end with status OK."""
+    import grpc
+    with open(frame_path, "rb") as f:
+        request = f.read()[5:]  # past the gRPC frame prefix: flag byte, 4-byte length
+    with grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_receive_message_length", -1),
+                                                              ("grpc.max_send_message_length", -1)]) as channel:
+        call = channel.unary_unary(GRPC_METHOD, request_serializer=None, response_deserializer=None)
+        try:
+            response, state = call.with_call(request, timeout=timeout)
+        except grpc.RpcError as error:
+            sys.exit(f"gRPC Predict of {frame_path} failed on port {port}: {error.code().name} {error.details()}")
+    if state.code() != grpc.StatusCode.OK:
+        sys.exit(f"gRPC Predict of {frame_path} on port {port} ended with {state.code().name}")
+    return response, 5 + len(response)
+
+
+def h2load_point(port, frame_path, connections, duration, on_start, response_frame_bytes):
+    """``response_frame_bytes``: DATA bytes of one OK answer (grpc_frame_check) to the request in
+    ``frame_path``; every answer with :status 200 but fewer DATA bytes is counted as an error."""
+    log = frame_path + ".log"
+    base = ["h2load", "-t1", f"-c{connections}", "-m1", "-H", "content-type: application/grpc", "-H", "te: trailers",
+            "-d", frame_path, f"http://127.0.0.1:{port}{GRPC_METHOD}"]
+    run(base + ["-D1"])  # warm-up: the same load, not counted
+    if os.path.exists(log):
+        os.remove(log)  # h2load appends to its log file
+    on_start()
     cpu0 = children_cpu()
-    out = run(["h2load", "-t1", f"-c{connections}", "-m1", f"-D{duration}", "--warm-up-time=1", f"--log-file={log}",
-               "-H", "content-type: application/grpc", "-H", "te: trailers", "-d", requests_file + ".frame",
-               f"http://127.0.0.1:{port}{GRPC_METHOD}"])
+    out = run(base + [f"-D{duration}", f"--log-file={log}"])
     cpu = children_cpu() - cpu0
+    return {**parse_h2load(out, log, response_frame_bytes), "generator_cpu_s": cpu}
+
+
+def parse_h2load(out, log, response_frame_bytes):
+    """req/s of OK answers, p50/p99 of the HTTP 200 answers (h2load's per-request log), errors, seconds."""
     done = re.search(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed, (\d+) errored, "
                      r"(\d+) timeout", out)
     succeeded, failed = int(done.group(1)), sum(int(g) for g in done.groups()[1:])
     data_bytes = int(re.search(r"\((\d+)\) data", out).group(1))
-    if succeeded and data_bytes / succeeded < 20:  # answers without a response message: gRPC errors
-        failed, succeeded = failed + succeeded, 0
+    ok = min(succeeded, data_bytes // response_frame_bytes)  # answers that brought the whole response
     with open(log) as f:
-        latencies = np.array([int(line.split()[2]) for line in f if line.strip()], dtype=np.float64) / 1e3
-    seconds = float(re.search(r"finished in ([\d.]+)s", out).group(1)) - 1.0  # minus the warm-up
-    return {"req_s": succeeded / seconds, "p50_ms": float(np.percentile(latencies, 50)) if len(latencies) else 0.0,
-            "p99_ms": float(np.percentile(latencies, 99)) if len(latencies) else 0.0, "errors": failed,
-            "generator_cpu_s": cpu * seconds / (seconds + 1.0), "seconds": seconds}
+        rows = [line.split("\t") for line in f if line.strip()]
+    latencies = np.array([int(r[2]) for r in rows if r[1] == "200"], dtype=np.float64) / 1e3
+    value, unit = re.search(r"finished in ([\d.]+)(m?s)", out).groups()
+    seconds = float(value) / (1e3 if unit == "ms" else 1.0)
+    return {"req_s": ok / seconds, "p50_ms": float(np.percentile(latencies, 50)) if len(latencies) else 0.0,
+            "p99_ms": float(np.percentile(latencies, 99)) if len(latencies) else 0.0,
+            "errors": failed + succeeded - ok, "seconds": seconds}

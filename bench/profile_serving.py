@@ -7,8 +7,9 @@ with py-spy while the load runs.
 
 REST load is wrk (``apt-get install wrk``) with keep-alive connections; gRPC load is a grpc.aio client
 process per --procs holding --connections calls in flight in total, sending pre-serialized requests.
-py-spy runs with --nonblocking (no ptrace stop of the server: it would distort the rates) and
-``--format raw`` (collapsed stacks); ``summarize`` turns those into "% of samples" by frame.
+py-spy runs with --nonblocking (no ptrace stop of the server: it would distort the rates), --subprocesses
+(a server with several serving processes) and ``--format raw`` (collapsed stacks); ``summarize`` turns
+those into "% of samples" by frame. Server CPU is summed over its process tree.
 """
 from __future__ import annotations
 
@@ -26,6 +27,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from tests.server_process import ServerProcess  # noqa: E402
+
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+from loadgen import tree_cpu_seconds  # noqa: E402  (the server's processes: it and its children)
 
 MODEL_BASE = os.path.join(ROOT, "artifacts", "serving", "mnist")
 
@@ -114,13 +118,6 @@ def run_grpc(port: int, batch: int, connections: int, seconds: float, procs: int
     return {"req_per_s": count / elapsed, "images_per_s": count * batch / elapsed, "latency": pct}
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (all its threads), in seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def summarize(raw_path: str, top: int = 25) -> str:
     """py-spy raw (collapsed) stacks -> inclusive % per frame (function (file)), and self %."""
     inclusive, own, total = collections.Counter(), collections.Counter(), 0
@@ -150,7 +147,8 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--procs", type=int, default=1, help="gRPC client processes")
     parser.add_argument("--pyspy", help="write py-spy raw stacks here (and a summary next to it)")
-    parser.add_argument("--pyspy-args", default="--nonblocking --rate 200", help="extra py-spy record flags")
+    parser.add_argument("--pyspy-args", default="--nonblocking --rate 200 --subprocesses",
+                        help="extra py-spy record flags (--subprocesses: every serving process, not only the first)")
     parser.add_argument("--flags", default="", help="extra model server flags")
     args = parser.parse_args(argv)
     versions = sorted(os.listdir(MODEL_BASE), key=int)
@@ -167,9 +165,9 @@ def main(argv=None) -> int:
                                     "--duration", str(int(args.seconds)), *args.pyspy_args.split()],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             time.sleep(0.5)
-        cpu0, wall0 = cpu_seconds(server.process.pid), time.perf_counter()
+        cpu0, wall0 = tree_cpu_seconds(server.process.pid), time.perf_counter()
         result = drive(args.seconds)
-        cpu, wall = cpu_seconds(server.process.pid) - cpu0, time.perf_counter() - wall0
+        cpu, wall = tree_cpu_seconds(server.process.pid) - cpu0, time.perf_counter() - wall0
         # server CPU per request: less sensitive than the rate to other load on the machine
         result["server_cpu_us_per_req"] = round(1e6 * cpu / max(result["req_per_s"] * wall, 1), 1)
         result["server_cpu_cores"] = round(cpu / wall, 2)
