@@ -61,3 +61,11 @@ class JsonCodecError(ServingError):
         except UnicodeEncodeError:  # raw request bytes echoed back; keep the text encodable
             message = message.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
         super().__init__(message, code)
+
+
+def request_too_large(needed: int, limit: int, what: str) -> ServingError:
+    """RESOURCE_EXHAUSTED for a request whose tensors would take more than --max_request_tensor_bytes
+    (a bound of this server, not of TF Serving); ``what`` names the tensors, say "Input tensor images"."""
+    return ServingError(f"{what} would take {needed} bytes, more than the {limit} bytes one request may "
+                        "allocate: send a smaller request, or raise --max_request_tensor_bytes.",
+                        "RESOURCE_EXHAUSTED")

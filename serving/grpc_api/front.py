@@ -16,7 +16,7 @@ import grpc
 from tensorflow_serving.apis import inference_pb2
 
 from serving.errors import ServingError
-from serving.grpc_api.services import METHODS, Services
+from serving.grpc_api.services import MAX_REQUEST_TENSOR_BYTES, METHODS, Services
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class GrpcServer:
 
     def __init__(self, registry, port: int, host: str = "0.0.0.0", *, socket_path: str = "",
                  max_threads: int = 8, channel_arguments=(), metrics=None, reload_config=None,
-                 enable_health_check: bool = False):
+                 enable_health_check: bool = False, max_request_tensor_bytes: int = MAX_REQUEST_TENSOR_BYTES):
         if port == 0 and not socket_path:
             raise ValueError("At least one of server_options.grpc_port or server_options.grpc_socket_path "
                              "must be set.")
@@ -63,7 +63,7 @@ class GrpcServer:
             except ImportError:
                 raise ValueError("--enable_grpc_healthcheck_service needs the grpcio-health-checking package "
                                  "(grpc_health), which is not installed") from None
-        self.services = Services(registry, reload_config)
+        self.services = Services(registry, reload_config, max_request_tensor_bytes)
         self.metrics, self.enable_health_check = metrics, enable_health_check
         self.host, self.socket_path, self.max_threads = host, socket_path, max_threads
         self.channel_arguments = list(channel_arguments)

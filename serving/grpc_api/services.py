@@ -11,6 +11,11 @@ Sources, tensorflow/serving 2.16.1:
   serving_default, the servable's version); InputToSerializedExampleTensor() (context bytes + example
   bytes, exactly as sent, via ``apis/internal/serialized_input.proto``).
 - ``servables/tensorflow/multi_inference_helper.cc`` / ``multi_inference.cc``: MultiInference.
+
+Not in TF Serving: a Predict request's tensors are sized before any is decoded and refused with
+RESOURCE_EXHAUSTED past ``max_request_tensor_bytes`` (--max_request_tensor_bytes), since the fill rule
+lets a 45-byte TensorProto stand for gigabytes. Classify/Regress/MultiInference carry no TensorProto: their
+one input tensor holds the serialized examples the request itself carries, one string each.
 """
 from __future__ import annotations
 
@@ -21,15 +26,17 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      inference_pb2, model_management_pb2, model_pb2, predict_pb2,
                                      regression_pb2, status_pb2)
 
-from serving.errors import ServingError
-from serving.model_servers.options import OptionsError
+from serving.errors import ServingError, request_too_large
+from serving.model_servers.options import OptionsError, ServerOptions
 from serving.model_servers.server_config import specs_from_config
-from serving.grpc_api.tensor_proto import TensorProtoError, from_ndarray, to_ndarray
+from serving.grpc_api.tensor_proto import (TensorProtoError, TensorTooLargeError, UnsupportedTensorError,
+                                           describe, from_ndarray, tensor_bytes, to_ndarray)
 
 
 DEFAULT_SIGNATURE = "serving_default"
 CLASSIFY_METHOD, REGRESS_METHOD = "tensorflow/serving/classify", "tensorflow/serving/regress"
 _CODES = status_pb2.StatusProto.DESCRIPTOR.fields_by_name["error_code"].enum_type.values_by_name
+MAX_REQUEST_TENSOR_BYTES = ServerOptions.max_request_tensor_bytes  # the flag's default
 
 
 def _invalid(message: str) -> ServingError:
@@ -73,18 +80,39 @@ def serialized_examples(request_bytes: bytes) -> list:
     return []
 
 
+def check_request_bytes(protos: Mapping, limit: int) -> None:
+    """RESOURCE_EXHAUSTED, before anything is decoded, when the request's tensors together would take more
+    than ``limit`` bytes. A tensor that does not parse counts 0 here and fails when it is parsed."""
+    sizes = {}
+    for alias, proto in protos.items():
+        try:
+            sizes[alias] = tensor_bytes(proto)
+        except TensorProtoError:
+            sizes[alias] = 0
+    total = sum(sizes.values())
+    if total > limit:
+        alias = max(sizes, key=sizes.get)
+        raise request_too_large(total, limit, f"The request's input tensors (the largest: {alias}, "
+                                              f"{describe(protos[alias])})")
+
+
 class _InputTensors(Mapping):
     """PredictRequest.inputs, each parsed when the core reads it, as GetInputValues() parses only the aliases
-    the signature names (in its order), failing with "tensor parsing error: <alias>"."""
+    the signature names (in its order), failing with "tensor parsing error: <alias>" (plus what is wrong
+    when TensorFlow would have taken the tensor but this server cannot hold it)."""
 
-    def __init__(self, protos):
-        self._protos = protos
+    def __init__(self, protos, max_bytes: int = MAX_REQUEST_TENSOR_BYTES):
+        self._protos, self._max_bytes = protos, max_bytes
 
     def __getitem__(self, alias):
         if alias not in self._protos:  # indexing a proto map would insert the key
             raise KeyError(alias)
         try:
-            return to_ndarray(self._protos[alias])
+            return to_ndarray(self._protos[alias], self._max_bytes)
+        except TensorTooLargeError as e:
+            raise request_too_large(e.needed, e.limit, f"Input tensor {alias}") from None
+        except UnsupportedTensorError as e:
+            raise _invalid(f"tensor parsing error: {alias}: {e}") from None
         except TensorProtoError:
             raise _invalid(f"tensor parsing error: {alias}") from None
 
@@ -122,8 +150,9 @@ def _classifications(result, classes, scores) -> None:
 class Services:
     """The RPC bodies: request proto (and its bytes) in, response proto out, ServingError on failure."""
 
-    def __init__(self, registry, reload_config=None):
+    def __init__(self, registry, reload_config=None, max_request_tensor_bytes: int = MAX_REQUEST_TENSOR_BYTES):
         self.registry, self.reload_config = registry, reload_config
+        self.max_request_tensor_bytes = max_request_tensor_bytes
 
     def servable(self, spec) -> tuple:
         """ServerCore::GetServableHandle(): (version, LoadedModel) for a ModelSpec."""
@@ -144,7 +173,9 @@ class Services:
 
     def predict(self, request, _data):
         spec, version, model = self._handle(request)
-        outputs = model.predict(spec.signature_name, _InputTensors(request.inputs), list(request.output_filter))
+        check_request_bytes(request.inputs, self.max_request_tensor_bytes)
+        outputs = model.predict(spec.signature_name, _InputTensors(request.inputs, self.max_request_tensor_bytes),
+                                list(request.output_filter))
         response = predict_pb2.PredictResponse()
         _model_spec(response.model_spec, spec.name, spec.signature_name, version)
         for alias, array in outputs.items():

@@ -9,9 +9,12 @@ Sources (tensorflow 2.16):
 - ``core/framework/tensor_shape.cc`` TensorShapeBase::IsValid(): at most 254 dims, none negative, no
   int64 overflow of the element count; ``unknown_rank`` is ignored for a full TensorShape.
 - ``core/platform/tensor_coding.cc`` EncodeStringList()/DecodeStringList(): string tensor_content is
-  N varint32 lengths followed by the bytes.
+  N varint32 lengths followed by the bytes (``serving.grpc_api.tensor_coding``).
 
 Strings decode to object arrays of ``bytes`` (fixed-width "S" arrays would drop trailing NULs).
+Two limits TensorFlow does not have: numpy holds at most ``NUMPY_MAX_DIMS`` dimensions, and the fill
+rule lets a few bytes stand for gigabytes, so ``tensor_bytes()`` says what a proto would take before
+anything is allocated and ``to_ndarray(max_bytes=...)`` refuses more (``TensorTooLargeError``).
 """
 from __future__ import annotations
 
@@ -21,11 +24,29 @@ import ml_dtypes
 import numpy as np
 from tensorflow.core.framework import tensor_pb2, types_pb2
 
-__all__ = ["TensorProtoError", "to_ndarray", "from_ndarray", "datatype_of"]
+from serving.grpc_api.tensor_coding import decode_string_list, encode_string_list
+
+__all__ = ["TensorProtoError", "UnsupportedTensorError", "TensorTooLargeError", "to_ndarray", "from_ndarray",
+           "datatype_of", "tensor_bytes", "describe"]
 
 MAX_DIMS = 254  # TensorShapeRep::MaxDimensions()
 _INT64_MAX = 2**63 - 1
-MAX_TENSOR_BYTES = 2**31 - 1  # a tensor may not outgrow the largest request (SetMaxMessageSize(kint32max))
+MAX_TENSOR_BYTES = 2**31 - 1  # to_ndarray()'s default bound: the largest request (SetMaxMessageSize(kint32max))
+TSTRING_BYTES = 24  # sizeof(tensorflow::tstring): what DataTypeSize(DT_STRING) counts per element
+
+
+def _numpy_max_dims() -> int:
+    """NPY_MAXDIMS of the numpy installed (32 in numpy 1.x, 64 in 2.x)."""
+    for dims in (64, 32):
+        try:
+            np.empty((1,) * dims)
+            return dims
+        except ValueError:
+            continue
+    return 32
+
+
+NUMPY_MAX_DIMS = _numpy_max_dims()
 
 T = types_pb2
 
@@ -70,6 +91,18 @@ class TensorProtoError(ValueError):
     """The proto is one Tensor::FromProto() rejects (or one this server cannot represent)."""
 
 
+class UnsupportedTensorError(TensorProtoError):
+    """A proto TensorFlow accepts but numpy cannot hold; the message says why, to be shown to the client."""
+
+
+class TensorTooLargeError(TensorProtoError):
+    """Decoding would allocate more than allowed: ``needed`` bytes against ``limit``."""
+
+    def __init__(self, needed: int, limit: int):
+        super().__init__(f"the tensor needs {needed} bytes; at most {limit} may be allocated")
+        self.needed, self.limit = needed, limit
+
+
 def datatype_of(dtype) -> int:
     """The DataType enum for a numpy dtype; bytes, str and object arrays are DT_STRING."""
     dtype = np.dtype(dtype)
@@ -95,6 +128,11 @@ def _dtype_name(enum: int) -> str:
         return str(enum)
 
 
+def describe(proto) -> str:
+    """The proto's dtype and shape as an error message shows them: "DT_FLOAT [600000,28,28]"."""
+    return f"{_dtype_name(proto.dtype)} [{','.join(str(d.size) for d in proto.tensor_shape.dim)}]"
+
+
 def _shape(proto) -> tuple:
     """TensorShape(proto) after TensorShape::IsValid(proto)."""
     dims = [d.size for d in proto.tensor_shape.dim]
@@ -110,19 +148,48 @@ def _shape(proto) -> tuple:
     return tuple(dims)
 
 
-def to_ndarray(proto: tensor_pb2.TensorProto) -> np.ndarray:
-    """Tensor::FromProto(): the array the proto stands for, or TensorProtoError where it returns false."""
-    shape = _shape(proto)
+def _dtype(proto) -> tuple:
+    """(numpy dtype, typed field) of the proto's DataType, or TensorProtoError as FromProto fails it."""
     if proto.dtype == T.DT_INVALID:
         raise TensorProtoError("dtype is DT_INVALID")
     if proto.dtype in _OPAQUE:
         raise TensorProtoError(f"{_dtype_name(proto.dtype)} tensors cannot be fed to a served model")
     if proto.dtype not in _TYPES:
         raise TensorProtoError(f"unknown dtype {_dtype_name(proto.dtype)}")
-    np_dtype, field = _TYPES[proto.dtype]
+    return _TYPES[proto.dtype]
+
+
+def tensor_bytes(proto: tensor_pb2.TensorProto) -> int:
+    """The bytes the decoded tensor takes, from the shape and dtype alone (nothing is allocated): elements x
+    DataTypeSize; strings also count their bytes, the last value of a short string_val once per element
+    it fills. TensorProtoError for a proto to_ndarray() would reject anyway."""
+    n = math.prod(_shape(proto))
+    np_dtype, _ = _dtype(proto)
+    if np_dtype != object:
+        return n * np_dtype.itemsize
+    if proto.tensor_content:
+        return n * TSTRING_BYTES + len(proto.tensor_content)
+    values = proto.string_val
+    payload = sum(len(v) for v in values[:n])
+    if 0 < len(values) < n:
+        payload += (n - len(values)) * len(values[-1])
+    return n * TSTRING_BYTES + payload
+
+
+def to_ndarray(proto: tensor_pb2.TensorProto, max_bytes: int = MAX_TENSOR_BYTES) -> np.ndarray:
+    """Tensor::FromProto(): the array the proto stands for, or TensorProtoError where it returns false;
+    TensorTooLargeError, before allocating, when it would take more than ``max_bytes``;
+    UnsupportedTensorError for more dimensions than numpy holds."""
+    shape = _shape(proto)
+    np_dtype, field = _dtype(proto)
+    if len(shape) > NUMPY_MAX_DIMS:
+        raise UnsupportedTensorError(
+            f"its shape has {len(shape)} dimensions; this server holds at most {NUMPY_MAX_DIMS} (numpy's limit, "
+            f"TensorFlow's is {MAX_DIMS}): send the tensor with at most {NUMPY_MAX_DIMS} dimensions")
     n = math.prod(shape)  # exact (Python ints); _shape() has bounded it
-    if n * max(np_dtype.itemsize, 1) > MAX_TENSOR_BYTES:
-        raise TensorProtoError(f"a tensor of {n} elements is larger than a request can carry")
+    needed = tensor_bytes(proto)
+    if needed > max_bytes:
+        raise TensorTooLargeError(needed, max_bytes)
     if n == 0:
         return _empty(np_dtype, shape)
     if proto.tensor_content:
@@ -142,7 +209,10 @@ def _empty(np_dtype: np.dtype, shape: tuple) -> np.ndarray:
 def _from_content(content: bytes, np_dtype: np.dtype, n: int) -> np.ndarray:
     """Helper<T>::Decode(): raw little-endian bytes, or for strings DecodeStringList()."""
     if np_dtype == object:
-        return _decode_string_list(content, n)
+        try:
+            return decode_string_list(content, n)
+        except ValueError as e:
+            raise TensorProtoError(str(e)) from None
     if len(content) != np_dtype.itemsize * n:
         raise TensorProtoError(f"tensor_content has {len(content)} bytes; {n} elements of "
                                f"{np_dtype} need {np_dtype.itemsize * n}")
@@ -183,49 +253,15 @@ def _fill(values: np.ndarray, np_dtype: np.dtype, n: int) -> np.ndarray:
     if len(values) == 0:
         if np_dtype == object:
             out = np.empty(n, dtype=object)
-            out[:] = [b""] * n
+            out[:] = b""
             return out
         return np.zeros(n, dtype=np_dtype)
     if len(values) >= n:
         return values[:n].copy()
-    return np.concatenate([values, np.repeat(values[-1:], n - len(values))])
-
-
-def _decode_string_list(content: bytes, n: int) -> np.ndarray:
-    """DecodeStringList(): n varint32 lengths, then exactly that many bytes."""
-    sizes, pos = [], 0
-    for _ in range(n):
-        value, shift = 0, 0
-        while True:
-            if pos >= len(content) or shift > 28:
-                raise TensorProtoError("string tensor_content ends inside its length prefix")
-            byte = content[pos]
-            pos += 1
-            value |= (byte & 0x7F) << shift
-            if not byte & 0x80:
-                break
-            shift += 7
-        sizes.append(value & 0xFFFFFFFF)
-    if sum(sizes) != len(content) - pos:
-        raise TensorProtoError(f"string tensor_content holds {len(content) - pos} bytes after its lengths; "
-                               f"the lengths add up to {sum(sizes)}")
-    out = np.empty(n, dtype=object)
-    for i, size in enumerate(sizes):
-        out[i] = content[pos:pos + size]
-        pos += size
+    out = np.empty(n, dtype=np_dtype)  # one allocation: the values, then the last one repeated
+    out[:len(values)] = values
+    out[len(values):] = values[-1]
     return out
-
-
-def _encode_string_list(items) -> bytes:
-    """EncodeStringList(): the varint32 length of every string, then the strings."""
-    head = bytearray()
-    for item in items:
-        size = len(item)
-        while size >= 0x80:
-            head.append((size & 0x7F) | 0x80)
-            size >>= 7
-        head.append(size)
-    return bytes(head) + b"".join(items)
 
 
 def _as_bytes(item) -> bytes:
@@ -250,7 +286,7 @@ def from_ndarray(array, *, content: bool = False, into: tensor_pb2.TensorProto =
     if enum == T.DT_STRING:
         items = [_as_bytes(item) for item in flat.tolist()]
         if content:
-            proto.tensor_content = _encode_string_list(items)
+            proto.tensor_content = encode_string_list(items)
         else:
             proto.string_val.extend(items)
         return proto

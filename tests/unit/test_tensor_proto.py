@@ -9,7 +9,9 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from tensorflow.core.framework import tensor_pb2, types_pb2  # noqa: E402
 
-from serving.grpc_api.tensor_proto import TensorProtoError, datatype_of, from_ndarray, to_ndarray  # noqa: E402
+from serving.grpc_api.tensor_proto import (NUMPY_MAX_DIMS, TensorProtoError, TensorTooLargeError,  # noqa: E402
+                                           UnsupportedTensorError, datatype_of, describe, from_ndarray,
+                                           tensor_bytes, to_ndarray)
 
 NUMERIC = [np.float32, np.float64, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32,
            np.uint64, np.complex64, np.complex128, np.float16, ml_dtypes.bfloat16, ml_dtypes.float8_e5m2,
@@ -124,7 +126,7 @@ def test_unknown_rank_is_ignored_for_a_full_shape():
     (proto(types_pb2.DT_FLOAT, (-1, 2)), "negative dimension"),
     (proto(types_pb2.DT_FLOAT, (1,) * 255), "255 dimensions"),
     (proto(types_pb2.DT_FLOAT, (2**40, 2**40)), "overflows int64"),
-    (proto(types_pb2.DT_FLOAT, (2**31,), float_val=[1]), "larger than a request can carry"),
+    (proto(types_pb2.DT_FLOAT, (2**31,), float_val=[1]), "needs 8589934592 bytes; at most 2147483647"),
     (proto(types_pb2.DT_STRING, (2,), tensor_content=b"\x01\x01ab!"), "lengths add up to 2"),
     (proto(types_pb2.DT_STRING, (2,), tensor_content=b"\x01"), "length prefix"),
     (proto(types_pb2.DT_STRING, (1,), tensor_content=b"\xff\xff\xff\xff\xff\x01"), "length prefix"),
@@ -163,3 +165,50 @@ def test_datatype_of_rejects_what_tensorflow_cannot_hold():
     assert datatype_of(np.dtype("S3")) == types_pb2.DT_STRING
     with pytest.raises(TensorProtoError):
         datatype_of(np.dtype("datetime64[s]"))
+
+
+# ------------------------------------------------------------------------ what numpy and memory allow
+
+
+@pytest.mark.parametrize("shape", [(1,) * 40, (1,) * (NUMPY_MAX_DIMS + 1), (0,) * 40], ids=["40", "33", "empty"])
+def test_more_dimensions_than_numpy_holds_say_the_limit(shape):
+    """TensorFlow takes up to 254 dimensions; numpy 32: said as such instead of numpy's own ValueError."""
+    with pytest.raises(UnsupportedTensorError) as info:
+        to_ndarray(proto(types_pb2.DT_FLOAT, shape, float_val=[1]))
+    assert f"shape has {len(shape)} dimensions; this server holds at most {NUMPY_MAX_DIMS}" in str(info.value)
+    assert "TensorFlow's is 254" in str(info.value)
+    assert to_ndarray(proto(types_pb2.DT_FLOAT, (1,) * NUMPY_MAX_DIMS, float_val=[1])).ndim == NUMPY_MAX_DIMS
+
+
+def test_tensor_bytes_is_shape_times_dtype_size_without_decoding():
+    huge = proto(types_pb2.DT_FLOAT, (600000, 28, 28), float_val=[1])
+    assert huge.ByteSize() < 40 and tensor_bytes(huge) == 600000 * 28 * 28 * 4
+    assert describe(huge) == "DT_FLOAT [600000,28,28]"
+    assert tensor_bytes(proto(types_pb2.DT_INT8, (3, 5))) == 15
+    assert tensor_bytes(proto(types_pb2.DT_COMPLEX128, (2,))) == 32
+    # strings: a tstring per element plus the bytes, the last string_val once per element it fills
+    assert tensor_bytes(proto(types_pb2.DT_STRING, (4,), string_val=[b"ab", b"xyz"])) == 4 * 24 + 2 + 3 * 3
+    assert tensor_bytes(proto(types_pb2.DT_STRING, (1,), string_val=[b"ab", b"xyz"])) == 24 + 2
+    assert tensor_bytes(from_ndarray(np.array([b"abc", b""], dtype=object), content=True)) == 2 * 24 + 2 + 3
+    with pytest.raises(TensorProtoError):
+        tensor_bytes(proto(types_pb2.DT_FLOAT, (-1,)))
+
+
+def test_max_bytes_refuses_before_allocating():
+    huge = proto(types_pb2.DT_FLOAT, (600000, 28, 28), float_val=[1])
+    with pytest.raises(TensorTooLargeError) as info:
+        to_ndarray(huge, max_bytes=1 << 30)
+    assert (info.value.needed, info.value.limit) == (1881600000, 1 << 30)
+    assert to_ndarray(proto(types_pb2.DT_FLOAT, (4,), float_val=[1, 2]), max_bytes=16).tolist() == [1, 2, 2, 2]
+    with pytest.raises(TensorTooLargeError):
+        to_ndarray(proto(types_pb2.DT_FLOAT, (4,), float_val=[1, 2]), max_bytes=15)
+    with pytest.raises(TensorTooLargeError):
+        to_ndarray(proto(types_pb2.DT_STRING, (2000,), string_val=[b"x" * 1000]), max_bytes=1 << 20)
+
+
+def test_fill_repeats_the_last_value_for_every_kind():
+    assert to_ndarray(proto(types_pb2.DT_STRING, (3,), string_val=[b"a", b"b"])).tolist() == [b"a", b"b", b"b"]
+    q = to_ndarray(proto(types_pb2.DT_QINT8, (3,), int_val=[5]))
+    assert q["qint8"].tolist() == [5, 5, 5]
+    c = to_ndarray(proto(types_pb2.DT_COMPLEX64, (2,), scomplex_val=[1, 2]))
+    assert c.tolist() == [1 + 2j, 1 + 2j]
