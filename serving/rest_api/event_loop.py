@@ -7,10 +7,19 @@ sixth of a batch-1 predict (bench/profile_serving.py). Here a worker's result is
 deque and the loop is woken through a pipe only when it sleeps in epoll; the loop answers finished
 calls between connections, so they do not wait behind a whole round of newly parsed requests.
 Deadlines (--rest_api_timeout_in_ms) are a FIFO of calls checked at every turn: one timeout for all.
+
+Limits (``Limits``), as production servers keep them: a sweep every few hundred ms closes connections
+whose head is late, idle or stalled (``Connection.expired``); at ``max_connections`` the listener is
+left alone, so newcomers wait in the kernel's backlog as nginx's do when its connections run out
+(a refusal would be a new error mode, TF Serving has no limit); when ``accept`` fails for lack of file
+descriptors or memory it is not polled for a growing interval, logged once per interval of
+``_LOG_EVERY``, while the connections the loop has are served (Go's net/http backs off the same way).
 """
 from __future__ import annotations
 
 import collections
+import dataclasses
+import errno
 import logging
 import os
 import queue
@@ -20,13 +29,31 @@ import threading
 import time
 from typing import Optional
 
-from serving.rest_api.wire import (CONTINUE, METHODS, BadRequest, Request, error_response, expects_continue,
-                               parse_head, read_body, response)
+from serving.rest_api.connection import LINGER, Connection
+from serving.rest_api.wire import Request
 
 log = logging.getLogger(__name__)
-_IN, _OUT, _GONE = select.EPOLLIN, select.EPOLLOUT, select.EPOLLHUP | select.EPOLLERR
-_PAUSE_AT = 8 << 20  # stop reading a connection whose unprocessed input passes this while it waits
-_RECV = 1 << 18
+_IN = select.EPOLLIN
+_ONE_CLIENT = (errno.ECONNABORTED, errno.EPROTO, errno.EPERM)  # accept errors about that client only
+_BACKOFF_FIRST, _BACKOFF_MAX = 0.01, 1.0  # seconds the listener rests after accept runs out of resources
+_LOG_EVERY = 10.0  # seconds between two reports of the same trouble
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """The transport's limits: bytes, seconds (<= 0: none) and connections (<= 0: none)."""
+    max_body_bytes: int = 100 << 20  # gzip_zlib.h kMaxUncompressedBytes, TF Serving's only body limit
+    header_timeout: float = 10.0
+    idle_timeout: float = 75.0
+    max_connections: int = 4096
+
+
+def listen(host: str, port: int, reuse_port: bool = False) -> socket.socket:
+    """The non-blocking listening socket (backlog 511, nginx's): where clients wait beyond the limit.
+    ``reuse_port``: SO_REUSEPORT, so that several serving processes accept on one port."""
+    sock = socket.create_server((host, port), backlog=511, reuse_port=reuse_port)
+    sock.setblocking(False)
+    return sock
 
 
 class _Task:
@@ -40,10 +67,19 @@ class _Task:
 class EventLoop:
     """Accepts on (host, port) and calls ``dispatch(connection, request)`` for every complete request."""
 
-    def __init__(self, host: str, port: int, dispatch, workers: int, timeout: Optional[float]):
+    def __init__(self, host: str, port: int, dispatch, workers: int, timeout: Optional[float],
+                 limits: Limits = Limits(), reuse_port: bool = False):
         self._dispatch, self._timeout = dispatch, timeout
-        self._listen = socket.create_server((host, port), backlog=128)
-        self._listen.setblocking(False)
+        self.max_body = limits.max_body_bytes
+        self._header_timeout, self._idle_timeout = limits.header_timeout, limits.idle_timeout
+        self._max_conns = limits.max_connections if limits.max_connections > 0 else float("inf")
+        spans = [t for t in (limits.header_timeout, limits.idle_timeout) if t > 0] + [LINGER]
+        self._sweep_every = min(max(min(spans) / 8, 0.005), 0.5)
+        self.now = time.monotonic()
+        self._next_sweep = 0.0
+        self._accepting, self._resume_at, self._backoff = True, 0.0, 0.0
+        self._reported: dict = {}  # trouble -> [last report time, occurrences since]
+        self._listen = listen(host, port, reuse_port)
         self.port = self._listen.getsockname()[1]
         self._epoll = select.epoll()
         self._wake_r, self._wake_w = os.pipe()
@@ -75,10 +111,10 @@ class EventLoop:
 
     # ---- used from the loop thread ---------------------------------------------------------------
 
-    def submit(self, fn, args: tuple, on_done) -> None:
-        """Runs fn(*args) on a worker; on_done(result, error) follows on the loop, or on_done(None,
-        TimeoutError()) at the deadline, after which the call's own outcome is dropped."""
-        deadline = time.monotonic() + self._timeout if self._timeout is not None else None
+    def submit(self, fn, args: tuple, on_done, timed: bool = True) -> None:
+        """Runs fn(*args) on a worker; on_done(result, error) follows on the loop, or (``timed``) on_done(
+        None, TimeoutError()) at the deadline, after which the call's own outcome is dropped."""
+        deadline = time.monotonic() + self._timeout if self._timeout is not None and timed else None
         task = _Task(fn, args, on_done, deadline)
         if deadline is not None:
             self._deadlines.append(task)
@@ -129,6 +165,7 @@ class EventLoop:
                 except InterruptedError:
                     events = ()
                 self._sleeping = False
+                self.now = time.monotonic()
                 for fd, mask in events:
                     if fd == wake_r:
                         try:
@@ -151,6 +188,15 @@ class EventLoop:
         while self._soon:
             self._guard(self._soon.popleft())
         self._expire()
+        now = self.now
+        if now >= self._next_sweep:
+            self._next_sweep = now + self._sweep_every
+            for conn in [c for c in self.conns.values() if c.expired(now, self._header_timeout, self._idle_timeout)]:
+                conn.close()
+        if not self._accepting and now >= self._resume_at and len(self.conns) < self._max_conns \
+                and not self.stopping:
+            self._accepting = True
+            self._epoll.register(self._listen.fileno(), _IN)
 
     def _finish_calls(self) -> None:
         done = self._done
@@ -176,6 +222,12 @@ class EventLoop:
         while deadlines and deadlines[0].answered:
             deadlines.popleft()
         timeout = max(deadlines[0].deadline - time.monotonic(), 0.0) if deadlines else -1
+        if self.conns:  # the sweep's next turn
+            wait = max(self._next_sweep - time.monotonic(), 0.0)
+            timeout = wait if timeout < 0 else min(timeout, wait)
+        if not self._accepting and len(self.conns) < self._max_conns:  # the listener's rest ends
+            wait = max(self._resume_at - time.monotonic(), 0.0)
+            timeout = wait if timeout < 0 else min(timeout, wait)
         if self.stopping:
             timeout = 0.01 if timeout < 0 else min(timeout, 0.01)
         return timeout
@@ -189,14 +241,25 @@ class EventLoop:
                 conn.close()
 
     def _accept(self) -> None:
-        while True:
+        while len(self.conns) < self._max_conns:
             try:
                 sock, _ = self._listen.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as e:  # e.g. out of file descriptors: the client waits in the backlog
-                log.warning("accept failed: %s", e)
+            except OSError as e:
+                if e.errno in _ONE_CLIENT:  # that client is gone, the next one may be taken
+                    self._report("accept", "accept failed: %s", e)
+                    continue
+                # out of file descriptors (EMFILE, ENFILE) or memory, or worse: the listener rests (clients
+                # wait in the backlog), tried again after a growing interval or once a connection closes
+                self._backoff = min(self._backoff * 2, _BACKOFF_MAX) if self._backoff else _BACKOFF_FIRST
+                self._pause_accepting(self._backoff)
+                self._report("resources", "accept failed: %s; new connections wait (retried after %.0f ms, "
+                             "doubling up to 1 s) while the %d open ones are served (raise the file descriptor "
+                             "limit, ulimit -n, or lower --rest_api_max_connections)",
+                             e, self._backoff * 1000, len(self.conns))
                 return
+            self._backoff = 0.0
             if self.stopping:
                 sock.close()
                 continue
@@ -205,11 +268,39 @@ class EventLoop:
             conn = Connection(self, sock)
             self.conns[conn.fd] = conn
             self._epoll.register(conn.fd, _IN)
+        self._pause_accepting(0.0)
+        self._report("limit", "%d connections open (--rest_api_max_connections): new ones wait until one "
+                     "closes", len(self.conns))
+
+    def _pause_accepting(self, seconds: float) -> None:
+        if self._accepting:
+            self._accepting = False
+            self._epoll.unregister(self._listen.fileno())
+        self._resume_at = self.now + seconds
+
+    def closed(self, conn: Connection) -> None:
+        """A connection closed: a file descriptor is free, the listener may take the next client."""
+        self.conns.pop(conn.fd, None)
+        if not self._accepting:
+            self._resume_at = 0.0
+
+    def _report(self, trouble: str, message: str, *args) -> None:
+        """Logs ``message`` at most once per _LOG_EVERY per kind of trouble, with how often it recurred."""
+        now = time.monotonic()
+        seen = self._reported.setdefault(trouble, [None, 0])  # [last report, occurrences since]
+        if seen[0] is not None and now - seen[0] < _LOG_EVERY:
+            seen[1] += 1
+            return
+        more = f" ({seen[1]} more times in the last {now - seen[0]:.0f} s)" if seen[1] else ""
+        log.warning(message + more, *args)
+        seen[:] = [now, 0]
 
     def _stopped(self) -> bool:
         """Stopping: no new connections; idle ones close; True once in-flight ones are answered."""
         if self._listen.fileno() >= 0:
-            self._epoll.unregister(self._listen.fileno())
+            if self._accepting:
+                self._epoll.unregister(self._listen.fileno())
+                self._accepting = False
             self._listen.close()
         busy = False
         for conn in list(self.conns.values()):
@@ -232,158 +323,3 @@ class EventLoop:
 
     def dispatch(self, conn: "Connection", request: Request) -> None:
         self._dispatch(conn, request)
-
-
-class Connection:
-    """One client connection: requests are read and answered one after the other, in order."""
-
-    __slots__ = ("loop", "sock", "fd", "buf", "request", "busy", "eof", "closed", "out", "close_after",
-                 "events", "paused", "_advancing")
-
-    def __init__(self, loop: EventLoop, sock: socket.socket):
-        self.loop, self.sock, self.fd = loop, sock, sock.fileno()
-        self.buf = bytearray()
-        self.request: Optional[Request] = None
-        self.busy = self.eof = self.closed = self.close_after = self.paused = self._advancing = False
-        self.out: Optional[bytearray] = None  # what the kernel did not take yet
-        self.events = _IN
-
-    def handle(self, mask: int) -> None:
-        if mask & _GONE and (self.eof or not mask & _IN):  # the peer has gone both ways: nobody to answer
-            return self.close()
-        if mask & _OUT:
-            self._flush()
-        if mask & ~_OUT and not self.closed:
-            self._read()
-
-    def _read(self) -> None:
-        try:
-            data = self.sock.recv(_RECV)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            return self.close()
-        if not data:
-            self.eof = True
-            self._update()
-            if not self.busy:
-                self.advance()
-            return
-        self.buf += data
-        if not self.busy:
-            self.advance()
-        elif len(self.buf) > _PAUSE_AT and not self.paused:
-            self.paused = True
-            self._update()
-
-    def advance(self) -> None:
-        """Reads the next request once the previous one is answered, and hands it to the server."""
-        if self._advancing:
-            return
-        self._advancing = True
-        try:
-            while not (self.busy or self.closed or self.out is not None):
-                if self.request is None:
-                    try:
-                        parsed = parse_head(self.buf)
-                    except BadRequest as error:
-                        return self._finish(error_response(error), True)
-                    if parsed is None:
-                        if self.eof:
-                            self.close()
-                        return
-                    self.request, end = parsed
-                    del self.buf[:end]
-                    if self.request.method not in METHODS:  # no do_<METHOD>: refused before the body
-                        return self._finish(error_response(
-                            BadRequest(501, "Unsupported method (%r)" % self.request.method)), True)
-                    if expects_continue(self.request):
-                        self._send(CONTINUE)
-                try:
-                    used = read_body(self.request, self.buf, self.eof)
-                except ValueError:
-                    return self.reply(400, "", None, close=True)
-                if used is None:
-                    return
-                del self.buf[:used]
-                self.busy = True
-                self.loop.dispatch(self, self.request)
-        finally:
-            self._advancing = False
-            if self.paused and not self.busy:
-                self.paused = False
-                self._update()
-
-    def reply(self, status: int, body, content_type: Optional[str], *, close: bool = False,
-              extra: tuple = ()) -> None:
-        """Answers the current request; HEAD gets the head only, HTTP/0.9 the body only."""
-        request = self.request
-        data = body if isinstance(body, bytes) else body.encode("utf-8", "surrogateescape")
-        if request.version == "HTTP/0.9":
-            return self._finish(b"" if request.method == "HEAD" else data, True)
-        # "Connection: close" is sent when the server closes on its own account; a client that asked
-        # for it (or spoke HTTP/1.0) just sees the connection end, as http.server answered
-        self._finish(response(status, data, content_type, close=close, extra=extra,
-                              head_only=request.method == "HEAD"), close or not request.keep_alive)
-
-    def _finish(self, payload: bytes, close: bool) -> None:
-        self.request, self.busy = None, False
-        self._send(payload)
-        if self.closed:
-            return
-        if close or self.loop.stopping:
-            self.close_after = True
-            if self.out is None:
-                self.close()
-        elif (self.buf or self.eof) and not self._advancing:
-            self.loop.call_soon(self.advance)
-
-    def _send(self, data: bytes) -> None:
-        if self.closed:
-            return
-        if self.out is not None:
-            self.out += data
-            return
-        try:
-            sent = self.sock.send(data)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError:
-            return self.close()
-        if sent < len(data):
-            self.out = bytearray(data[sent:])
-            self._update()
-
-    def _flush(self) -> None:
-        try:
-            sent = self.sock.send(self.out)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            return self.close()
-        del self.out[:sent]
-        if self.out:
-            return
-        self.out = None
-        self._update()
-        if self.close_after:
-            self.close()
-        elif self.buf or self.eof:
-            self.advance()
-
-    def _update(self) -> None:
-        events = (0 if self.eof or self.paused else _IN) | (_OUT if self.out is not None else 0)
-        if events != self.events and not self.closed:
-            self.events = events
-            self.loop._epoll.modify(self.fd, events)
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        self.loop.conns.pop(self.fd, None)
-        try:
-            self.loop._epoll.unregister(self.fd)
-        except (OSError, ValueError):
-            pass
-        self.sock.close()

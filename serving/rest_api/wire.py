@@ -6,11 +6,13 @@ its per-request costs (a buffered file per connection, header parsing through ``
 Semantics kept: request-line checks and HTTP/0.9, "//" path reduction, the first of repeated headers,
 keep-alive by version and ``Connection``, ``Expect: 100-continue``, ``Content-Length`` read with int(),
 chunked bodies (chunk extensions ignored, trailers skipped) and at most 100 headers.
+Added limits (a body over ``--rest_api_max_body_bytes``, on the wire or gunzipped, is BodyTooLarge).
 """
 from __future__ import annotations
 
 import html
 import time
+import zlib
 from email.utils import formatdate
 from http import HTTPStatus
 from http.server import DEFAULT_ERROR_CONTENT_TYPE, DEFAULT_ERROR_MESSAGE, BaseHTTPRequestHandler
@@ -31,11 +33,21 @@ class BadRequest(Exception):
         self.code, self.message, self.explain = code, message, explain
 
 
+class BodyTooLarge(Exception):
+    """A body over the limit: answered 413 before (or while) it is read, or after gunzip."""
+
+    def __init__(self, limit: int, gzipped: bool = False):
+        where = " once gunzipped" if gzipped else ""
+        super().__init__(f"Request body is larger than {limit} bytes{where}. Send a smaller request (split the "
+                         f"batch) or raise the limit with --rest_api_max_body_bytes.")
+        self.limit = limit
+
+
 class Request:
     """One parsed request; ``body`` is filled in by the parser once complete."""
 
     __slots__ = ("method", "path", "version", "headers", "keep_alive", "body", "_length", "_chunked", "_chunks",
-                 "_continue")
+                 "_continue", "_size")
 
     def __init__(self, method: str, path: str, version: str, headers: dict, number: Optional[tuple] = (1, 1)):
         self.method, self.path, self.version, self.headers = method, path, version, headers
@@ -47,7 +59,7 @@ class Request:
             self.keep_alive = True
         self._chunked = "chunked" in headers.get("transfer-encoding", "").lower()
         self._chunks: Optional[list] = [] if self._chunked else None
-        self._length = 0
+        self._length = self._size = 0  # _size: chunk bytes so far
         if not self._chunked:
             try:
                 self._length = int(headers.get("content-length") or 0)
@@ -128,9 +140,16 @@ def expects_continue(request: Request) -> bool:
     return request._continue
 
 
-def read_body(request: Request, buf: bytearray, eof: bool) -> Optional[int]:
+def check_length(request: Request, limit: int) -> None:
+    """BodyTooLarge for a Content-Length over ``limit``: refused before the body is read."""
+    if request._length > limit:
+        raise BodyTooLarge(limit)
+
+
+def read_body(request: Request, buf: bytearray, eof: bool, limit: int) -> Optional[int]:
     """Moves the body out of ``buf`` once complete: returns bytes consumed, or None for more data.
-    Raises ValueError for a body that cannot be read (answered 400, as before)."""
+    Raises ValueError for a body that cannot be read (answered 400, as before), BodyTooLarge for a
+    chunked body growing past ``limit`` (as soon as a chunk's size line says so)."""
     if not request._chunked:
         if request._length < 0:
             raise ValueError("bad Content-Length")
@@ -162,11 +181,14 @@ def read_body(request: Request, buf: bytearray, eof: bool) -> Optional[int]:
                     break
             request.body = b"".join(chunks)
             return end
+        if request._size + size > limit:
+            raise BodyTooLarge(limit)
         data_end = nl + 1 + size
         after = buf.find(b"\n", data_end)
         if after < 0:
             return _at_eof(request, buf, eof)
         chunks.append(bytes(buf[nl + 1:data_end]))
+        request._size += size
         pos = after + 1
         del buf[:pos]  # keep what was decoded out of the buffer
         pos = 0
@@ -176,6 +198,26 @@ def _at_eof(request: Request, buf: bytearray, eof: bool) -> Optional[int]:
     if not eof:
         return None
     raise ValueError("connection closed inside a chunked body")
+
+
+def gunzip(body: bytes, limit: int) -> bytes:
+    """gzip.decompress() (members in a row, zero padding between them), inflated at most 1 MiB per
+    call so that a gzip bomb stops at ``limit`` (BodyTooLarge) and the GIL is let go between pieces.
+    Raises zlib.error / EOFError for a body that is not gzip, as gzip.decompress() fails on it."""
+    out, total, data = [], 0, body
+    while data:
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        while not inflater.eof:
+            piece = inflater.decompress(data, 1 << 20)
+            total += len(piece)
+            if total > limit:
+                raise BodyTooLarge(limit, gzipped=True)
+            out.append(piece)
+            data = inflater.unconsumed_tail
+            if not data and not piece and not inflater.eof:  # all read, nothing more comes out
+                raise EOFError("Compressed file ended before the end-of-stream marker was reached")
+        data = inflater.unused_data.lstrip(b"\0")
+    return b"".join(out)
 
 
 _date_cache = [0, ""]
