@@ -13,21 +13,15 @@ import numpy as np
 import orjson
 
 from serving.errors import JsonCodecError
-from serving.rest_api.json_text import (body_text, decode_b64, dtype_name, is_b64, is_element_object,
-                               json_type, parse_json, to_bytes,
-                               value_to_string)
-from serving.rest_api.rapidjson_numbers import may_round_differently, to_double
+from serving.rest_api.json_arrays import (_INT_RANGES, MAX_RANK, _fast, _make_array, _Mode, _NeedExact,
+                                         _StrictMode)
+from serving.rest_api.json_text import (TOO_DEEP, body_text, decode_b64, dtype_name, is_b64, is_element_object,
+                                        json_type, parse_json, to_bytes, value_to_string)
+from serving.rest_api.rapidjson_numbers import NATIVE, to_double
 
 __all__ = ["JsonCodecError", "PredictRequest", "parse_predict_request", "DEFAULT_SIGNATURE"]
 
 DEFAULT_SIGNATURE = "serving_default"
-_INT_RANGES = {"int32": (-2**31, 2**31), "int16": (-2**31, 2**31), "int8": (-2**31, 2**31),
-               "uint8": (-2**31, 2**31), "int64": (-2**63, 2**63), "uint32": (0, 2**32), "uint64": (0, 2**64)}
-NUMPY_TYPES = {"float": np.float32, "double": np.float64, "int32": np.int32, "int16": np.int16, "int8": np.int8,
-       "uint8": np.uint8, "int64": np.int64, "uint32": np.uint32, "uint64": np.uint64, "bool": np.bool_,
-       "string": object, "half": np.float16, "complex64": np.complex64, "complex128": np.complex128}
-# dtypes AddValueToTensor()/AddSingleValueAndAdvance() handle; others are UNIMPLEMENTED / rejected
-WRITABLE_DTYPES = {"float", "double", "int32", "int16", "int8", "uint8", "int64", "uint32", "uint64", "bool", "string"}
 
 
 @dataclass
@@ -40,69 +34,6 @@ class PredictRequest:
 
 
 InputSpecs = Union[Mapping[str, Any], Callable[[str], Mapping[str, Any]]]
-
-
-class _NeedExact(Exception):
-    """The quick parse cannot prove it matches rapidjson's numbers; parse again with the emulation."""
-
-
-class _Mode:
-    """How the body was parsed. The quick parse rounds floats correctly; rapidjson may be a few ulps
-    off for long literals, so results that could show the difference are redone exactly."""
-
-    strict = False  # the orjson pass: whatever it cannot do in C, the quick pass redoes
-
-    def __init__(self, text: str, exact: bool):
-        self.text, self.exact, self._risky = text, exact, None
-        self.fast_ok = "true" not in text and "false" not in text  # np.array() turns bools into 1/0
-
-    def need_exact(self) -> None:
-        if not self.exact:
-            if self._risky is None:
-                self._risky = may_round_differently(self.text)
-            if self._risky:
-                raise _NeedExact
-
-
-class _StrictMode(_Mode):
-    """The orjson pass (see _parse_strict): anything that is not plain numbers converted in C, or that
-    could need rapidjson's rounding, goes back to the quick pass, which then decides as before."""
-
-    strict = True
-
-    def __init__(self, body: bytes):
-        self.text, self.exact, self._risky, self._body = None, False, None, body
-
-    @property
-    def fast_ok(self) -> bool:  # looked at only for a numeric input, once
-        return b"true" not in self._body and b"false" not in self._body
-
-    def need_exact(self) -> None:
-        raise _NeedExact
-
-
-def _to_float32(a64: np.ndarray, mode: _Mode, amax=None) -> np.ndarray:
-    """static_cast<float>(GetDouble()). After the quick parse, rapidjson's double can only round to
-    another float if a value lies within 2^-48 (about 16 ulps) of a float32 rounding boundary. A
-    double that is exactly a float32 (pixel values, say) is ~2^-25 relative away from any boundary, so
-    those arrays skip the boundary test (same result, a few numpy calls instead of a dozen)."""
-    if not mode.exact and a64.size:
-        if amax is None:
-            amax = np.abs(a64).max()
-        if amax <= 1e35:  # finite (NaN fails this too), and no overflow in the cast
-            f = a64.astype(np.float32)
-            if (f.astype(np.float64) == a64).all():
-                return f
-    with np.errstate(over="ignore", invalid="ignore"):
-        f = a64.astype(np.float32)
-        if not mode.exact and a64.size:
-            f64, margin = f.astype(np.float64), np.abs(a64) * 2.0**-48
-            lo = (f64 + np.nextafter(f, np.float32(-np.inf)).astype(np.float64)) / 2
-            hi = (f64 + np.nextafter(f, np.float32(np.inf)).astype(np.float64)) / 2
-            near = (np.abs(a64 - lo) <= margin) | (np.abs(hi - a64) <= margin)
-            if (near | ~np.isfinite(a64) | (np.abs(a64) > 1e35)).any():
-                mode.need_exact()
-    return f
 
 
 def _spec_dtype(spec) -> str:
@@ -150,15 +81,30 @@ def _leaf(v, dt: str):
     raise JsonCodecError(f"JSON Value: {value_to_string(v)} Type: {json_type(v)} is not of expected type: {dt}")
 
 
-def _dense_shape(v) -> list:
-    """GetDenseTensorShape(): follows the first element at each level."""
+def _dense_shape(v, what: str, batched: bool = False) -> list:
+    """GetDenseTensorShape(): follows the first element at each level. TF Serving builds tensors of
+    any rank; numpy (and so this server) stops at 32 dimensions, which is checked here, before the
+    recursive walk of _fill, so a deep nesting is a clear 400 rather than a numpy error or a
+    RecursionError."""
     dims = []
     while isinstance(v, list):
         dims.append(len(v))
+        if len(dims) + batched > MAX_RANK:
+            rank = len(dims) + batched + _dense_depth(v[0] if v else None)
+            raise JsonCodecError(f"{what} has {rank} dimensions; this server supports at most {MAX_RANK} "
+                                 "(numpy's limit)")
         if not v:
             break
         v = v[0]
     return dims
+
+
+def _dense_depth(v) -> int:
+    depth = 0
+    while isinstance(v, list):
+        depth += 1
+        v = v[0] if v else None
+    return depth
 
 
 def _fill(v, level: int, shape: list, dt: str, out: list) -> None:
@@ -179,61 +125,13 @@ def _fill(v, level: int, shape: list, dt: str, out: list) -> None:
         _fill(x, level + 1, shape, dt, out)
 
 
-def _make_array(vals: list, dt: str, shape: list, mode: _Mode) -> np.ndarray:
-    """Tensor::FromProto() of the collected values."""
-    npdt = NUMPY_TYPES.get(dt, object)
-    if npdt is object:
-        arr = np.empty(len(vals), dtype=object)
-        arr[:] = vals
-        return arr.reshape(shape)
-    if dt == "float":
-        return _to_float32(np.array(vals, np.float64), mode).reshape(shape)
-    if dt == "double":
-        mode.need_exact()
-    if dt in _INT_RANGES and _INT_RANGES[dt][0] == -2**31:  # int_val wraps like static_cast
-        return np.array(vals, np.int32).astype(npdt).reshape(shape)
-    return np.array(vals, dtype=npdt).reshape(shape)
-
-
-def _fast(v, dt: str, mode: _Mode):
-    """Whole-tensor conversion in C for rectangular lists of plain numbers; None means 'use _fill'."""
-    if not isinstance(v, list) or dt not in WRITABLE_DTYPES or dt == "string":
-        return None
-    try:
-        a = np.array(v)
-    except (ValueError, TypeError, OverflowError):
-        return None
-    kind = a.dtype.kind
-    if dt == "bool":
-        return a if kind == "b" else None
-    if not mode.fast_ok or kind not in "if" or a.dtype.itemsize != 8:
-        return None
-    amax = np.abs(a).max() if kind == "f" and a.size else None  # NaN if any NaN: then no test below holds
-    if amax is not None and amax >= (2.0**63 if mode.strict else 2.0**64):
-        # may hold integers past uint64, which rapidjson parses its own way; orjson also turns
-        # integers outside int64/uint64 into floats, where the json module keeps them int
-        return None
-    if dt == "float":
-        return _to_float32(a, mode, amax) if kind == "f" else a.astype(np.float64).astype(np.float32)
-    if dt == "double":
-        if kind == "f":
-            mode.need_exact()
-        return a.astype(np.float64)
-    if kind != "i":
-        return None
-    lo, hi = _INT_RANGES[dt]
-    if a.size and (a.min() < lo or a.max() >= hi):
-        return None
-    return a.astype(np.int32).astype(NUMPY_TYPES[dt]) if lo == -2**31 else a.astype(NUMPY_TYPES[dt])
-
-
-def _tensor(v, dt: str, mode: _Mode) -> np.ndarray:
+def _tensor(v, dt: str, mode: _Mode, name: str = "") -> np.ndarray:
     a = _fast(v, dt, mode)
     if a is not None:
         return a
     if mode.strict:
         raise _NeedExact
-    shape, vals = _dense_shape(v), []
+    shape, vals = _dense_shape(v, f"Input tensor {name}" if name else "The 'inputs' tensor"), []
     _fill(v, 0, shape, dt, vals)
     return _make_array(vals, dt, shape, mode)
 
@@ -262,7 +160,8 @@ def _from_instances(inst: list, types: dict, mode: _Mode) -> dict:
             raise JsonCodecError(f"JSON object: does not have named input: {name}")
         if name in done:
             return
-        shape, vals = _dense_shape(item), []
+        shape, vals = _dense_shape(item, f"Input tensor {name}" if objects else "The 'instances' tensor",
+                                   batched=True), []
         _fill(item, 0, shape, types[name], vals)
         if name not in state:
             state[name] = (shape, len(vals), vals)
@@ -312,7 +211,7 @@ def _from_inputs(val, types: dict, mode: _Mode) -> dict:
     for name in names:
         if name not in val:
             raise JsonCodecError(f"Missing named input: {name} in 'inputs' object.")
-        out[name] = _tensor(val[name], types[name], mode)
+        out[name] = _tensor(val[name], types[name], mode, name)
     return out
 
 
@@ -325,9 +224,12 @@ def parse_predict_request(body: Union[bytes, str], input_specs: InputSpecs) -> P
     except _NeedExact:
         pass
     try:  # quick pass: correctly rounded floats; exact rapidjson emulation only when it could matter
-        return _parse_predict(body, input_specs, exact=False)
-    except _NeedExact:
-        return _parse_predict(body, input_specs, exact=True)
+        try:  # (with python-rapidjson the exact pass is as quick: no need to guess)
+            return _parse_predict(body, input_specs, exact=NATIVE)
+        except _NeedExact:
+            return _parse_predict(body, input_specs, exact=True)
+    except RecursionError:  # a nesting the json module decoded but printing it in a message did not
+        raise JsonCodecError(TOO_DEEP) from None
 
 
 _STRICT_KEYS = frozenset(("signature_name", "instances", "inputs"))
@@ -356,7 +258,7 @@ def _parse_strict(body, input_specs: InputSpecs) -> PredictRequest:
     sig = raw_sig or DEFAULT_SIGNATURE
     specs = input_specs(sig) if callable(input_specs) else input_specs
     types = {name: _spec_dtype(spec) for name, spec in specs.items()}
-    mode = _StrictMode(body)
+    mode = _StrictMode(body, doc)
     try:
         if "instances" in doc:
             inst = doc["instances"]

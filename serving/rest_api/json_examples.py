@@ -9,7 +9,7 @@ import numpy as np
 
 from serving.errors import JsonCodecError
 from serving.rest_api.json_codec import DEFAULT_SIGNATURE, format_error, request_signature
-from serving.rest_api.json_text import body_text, decode_b64, is_b64, json_type, parse_json, to_bytes
+from serving.rest_api.json_text import TOO_DEEP, body_text, decode_b64, is_b64, json_type, parse_json, to_bytes
 from serving.rest_api.rapidjson_numbers import to_double
 
 
@@ -59,7 +59,13 @@ def parse_classify_regress_request(body: Union[bytes, str]) -> tuple[str, list, 
     """FillClassificationRequestFromJson()/FillRegressionRequestFromJson(). Returns (signature,
     serialized examples, serialized context or None). With a context each example is context bytes +
     example bytes, which is how TF Serving merges them (InputToSerializedExampleTensor in util.cc)."""
-    doc = parse_json(body_text(body))
+    try:
+        return _parse_examples(parse_json(body_text(body)))
+    except RecursionError:  # a nesting the json module decoded but printing it in a message did not
+        raise JsonCodecError(TOO_DEEP) from None
+
+
+def _parse_examples(doc: dict) -> tuple[str, list, bytes | None]:
     sig = request_signature(doc) or DEFAULT_SIGNATURE
     context = _example(doc["context"]) if "context" in doc else None
     if "examples" not in doc:

@@ -7,7 +7,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from serving.errors import JsonCodecError
-from serving.rest_api.json_codec import NUMPY_TYPES, WRITABLE_DTYPES
+from serving.rest_api.json_arrays import NUMPY_TYPES, WRITABLE_DTYPES
 from serving.rest_api.json_text import IND, dtype_name, float_tokens, nest, pretty_tensor, quote, string_tokens
 
 

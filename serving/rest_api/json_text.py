@@ -19,9 +19,12 @@ import numpy as np
 
 from serving.errors import JsonCodecError
 from serving.rest_api.rapidjson_numbers import (FLOAT_MAX, PYTHON_DECODER, RAPIDJSON_DECODER, NumberTooBig,
-                                       rapidjson_dtoa, to_double)
+                                                native_decode, rapidjson_dtoa, to_double)
 
 IND = "    "  # PrettyWriter indent
+# rapidjson parses any depth; Python's json module and our recursive walks stop near sys.getrecursionlimit()
+TOO_DEEP = ("JSON Parse error: arrays and objects nest too deeply for this server to parse "
+            "(a tensor has at most 32 dimensions)")
 _ESC = {i: "\\u%04X" % i for i in range(0x20)}
 _ESC.update({8: "\\b", 9: "\\t", 10: "\\n", 12: "\\f", 13: "\\r", 34: '\\"', 92: "\\\\"})
 _LONE_SURROGATE = re.compile(r"(?<!\\)(?:\\\\)*(\\u[dD][89abAB][0-9a-fA-F]{2})(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})")
@@ -184,9 +187,13 @@ def body_text(body) -> str:
 
 def parse_json(text: str, exact: bool = True) -> dict:
     """ParseJson(): rapidjson accepts NaN/Infinity; the root must be an object. exact=False parses
-    floats correctly rounded at C speed instead (see may_round_differently())."""
+    floats correctly rounded at C speed instead (see may_round_differently()). exact=True reads with
+    python-rapidjson when installed and it is sure to agree (native_decode), else the emulation."""
     if not text:
         raise JsonCodecError("JSON Parse error: The document is empty")
+    doc = native_decode(text) if exact else None
+    if isinstance(doc, dict):
+        return doc
     surrogate = _LONE_SURROGATE.search(text) if "\\u" in text else None
     try:
         doc = (RAPIDJSON_DECODER if exact else PYTHON_DECODER).decode(text)
@@ -195,7 +202,9 @@ def parse_json(text: str, exact: bool = True) -> dict:
     except json.JSONDecodeError as e:
         if not surrogate or surrogate.start(1) > e.pos:
             raise JsonCodecError(f"JSON Parse error: {_rj_parse_message(text, e)}") from None
-    except (ValueError, RecursionError) as e:
+    except RecursionError:
+        raise JsonCodecError(TOO_DEEP) from None
+    except ValueError as e:
         raise JsonCodecError(f"JSON Parse error: {e}") from None
     if surrogate:  # Python accepts an unpaired \uD800-\uDBFF escape, rapidjson does not
         raise JsonCodecError("JSON Parse error: The surrogate pair in string is invalid. "

@@ -11,11 +11,12 @@ import math
 import re
 import struct
 
+import numpy as np
+
 from serving.errors import JsonCodecError
 
 FLOAT_MAX = 3.4028234e38  # rapidjson Value::IsFloat() bound
 _POW10 = [float("1e%d" % i) for i in range(309)]
-_RISKY_NUMBER = re.compile(r"[0-9.]{16}|[0-9][eE]")  # literals rapidjson may round differently
 
 
 # ---- numbers: rapidjson 1.1.0 Reader, default precision -----------------------------------
@@ -92,11 +93,43 @@ def _rj_int_hook(lit: str) -> int:
 PYTHON_DECODER = json.JSONDecoder()
 RAPIDJSON_DECODER = json.JSONDecoder(parse_float=_rj_float_hook, parse_int=_rj_int_hook)
 
+try:  # python-rapidjson (optional): rapidjson's own reader, ~20x faster than RAPIDJSON_DECODER
+    import rapidjson as _native
+except ImportError:
+    _native = None
+NATIVE = _native is not None
 
-def may_round_differently(text: str) -> bool:
+
+def native_decode(text: str):
+    """The document as rapidjson 1.1.0 reads it, parsed in C by python-rapidjson, or None: then
+    RAPIDJSON_DECODER decides (errors included). python-rapidjson bundles a newer rapidjson whose
+    NM_NATIVE numbers are 1.1.0's default-precision ones (tests/unit/test_json_fast.py), but which
+    rejects literals overflowing a double (1.1.0 reads +-inf), lone low surrogates and invalid UTF-8,
+    and spells NaN/Inf its own way (NM_NAN is off): any error at all means "ask the emulation".
+    Integers past int64/uint64 come back as that double rather than as an int: every use of such
+    a value goes through to_double(), which gives the same double."""
+    if _native is None:
+        return None
+    try:
+        return _native.loads(text, number_mode=_native.NM_NATIVE)
+    except (ValueError, RecursionError, OverflowError, TypeError):
+        return None
+
+
+def may_round_differently(text) -> bool:
     """Whether some number literal has over 14 digits or an exponent: only those can parse to a
-    double other than the correctly rounded one under rapidjson's default precision."""
-    return _RISKY_NUMBER.search(text) is not None
+    double other than the correctly rounded one under rapidjson's default precision. (Any run of 16
+    characters from [0-9./], or a digit followed by e/E, anywhere, strings included: a cheap,
+    conservative test, vectorised because a regex takes ~10 ms on a 1 MB body.)"""
+    if isinstance(text, str):
+        text = text.encode("utf-8", "surrogatepass")
+    u = np.frombuffer(text, np.uint8)
+    run = (u - np.uint8(46)) < 12  # . / 0-9
+    for step in (1, 2, 4, 8):  # run[i]: u[i:i + 2*step] all in the class
+        run = run[step:] & run[:-step]
+    if run.any():
+        return True
+    return bool((((u[:-1] - np.uint8(48)) < 10) & ((u[1:] | np.uint8(32)) == 101)).any())
 
 
 def to_double(v) -> float:

@@ -191,6 +191,40 @@ def test_parse_errors_match_rapidjson(body, message):
     assert err.message == message and str(err) == message and err.code == "INVALID_ARGUMENT"
 
 
+def _nested(depth: int, leaf: str = "0.5") -> str:
+    return "[" * depth + leaf + "]" * depth
+
+
+@pytest.mark.parametrize("key", ["instances", "inputs"])
+def test_tensors_of_more_than_32_dimensions_are_a_clear_400(key):
+    assert parse('{"%s": %s}' % (key, _nested(32)), {"x": "float"}).inputs["x"].ndim == 32
+    for depth, rank in ((33, 33), (34, 34), (40, 40), (500, 500)):
+        err = error('{"%s": %s}' % (key, _nested(depth)), {"x": "float"})
+        what = "The 'instances' tensor" if key == "instances" else "The 'inputs' tensor"
+        assert err.code == "INVALID_ARGUMENT" and err.http_status == 400
+        assert err.message.endswith(f"{what} has {rank} dimensions; this server supports at most 32 (numpy's limit)")
+    named = error('{"inputs": {"x": %s}}' % _nested(33), {"x": "float"})
+    assert named.message == "Input tensor x has 33 dimensions; this server supports at most 32 (numpy's limit)"
+    rows = error('{"instances": [{"x": %s}]}' % _nested(32), {"x": "float"})
+    assert rows.message.endswith("Input tensor x has 33 dimensions; this server supports at most 32 (numpy's limit)")
+
+
+@pytest.mark.parametrize("body", [
+    '{"instances": %s}' % _nested(100000),
+    '{"inputs": %s}' % _nested(100000, '"s"'),
+    '{"instances": ' + "[" * 100000,
+    '{"instances": [' + '{"a": ' * 100000,
+    '{"signature_name": 5, "instances": %s}' % _nested(960),  # decodes, but is too deep to print back
+])
+def test_nesting_deeper_than_python_recursion_is_a_400_not_a_crash(body):
+    for specs in ({"x": "float"}, {"x": "string"}):
+        err = error(body, specs)
+        assert err.code == "INVALID_ARGUMENT" and err.http_status == 400 and "this server" in err.message
+    with pytest.raises(JsonCodecError) as info:
+        json_examples.parse_classify_regress_request(body.replace("instances", "examples"))
+    assert info.value.code == "INVALID_ARGUMENT"
+
+
 def test_request_shape_errors():
     assert error('{"signature_name": 5, "instances": [[1.5, 2]]}').message == (
         'JSON Value: {\n    "signature_name": 5,\n    "instances": [\n        [\n            1.5,\n'

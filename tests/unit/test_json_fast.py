@@ -9,7 +9,8 @@ import numpy as np
 import orjson
 import pytest
 
-from serving.rest_api.json_codec import _Mode, _NeedExact, _parse_predict, _parse_strict, _to_float32, parse_predict_request
+from serving.rest_api.json_arrays import _Mode, _NeedExact, _to_float32
+from serving.rest_api.json_codec import _parse_predict, _parse_strict, parse_predict_request
 from serving.rest_api.json_text import _float_tokens_small, float_tokens
 
 SPECS = {"x": "float"}
@@ -200,3 +201,215 @@ def test_small_and_vectorised_float_text_agree():
         small = _float_tokens_small(values.tolist(), single)
         vectorised = float_tokens(values, single)  # > _SMALL values: the vectorised branch
         assert len(values) > 64 and small == vectorised
+
+
+# ---- plain-number bodies: the orjson pass's shortcuts against the exact (rapidjson) pass -----------
+
+def _exact(body, specs):
+    """The rapidjson emulation alone, or the error it raises: the reference every pass must equal."""
+    try:
+        return _parse_predict(body, specs, exact=True)
+    except Exception as e:  # noqa: BLE001
+        return e
+
+
+def _short_literal(rng: random.Random) -> str:
+    """Literals of at most 15 digits and no exponent: rapidjson reads them correctly rounded, so the
+    orjson pass casts them without a rounding test."""
+    kind = rng.randrange(7)
+    if kind == 0:
+        return str(rng.randint(0, 255))
+    if kind == 1:
+        return "%.1f" % rng.randint(0, 255)
+    if kind == 2:
+        return ("-" if rng.random() < 0.3 else "") + "0." + "".join(rng.choice("0123456789") for _ in range(rng.randint(1, 13)))
+    if kind == 3:
+        return rng.choice(["0", "-0", "0.0", "-0.0", "1", "-1", "0.5", "0.1234567", "255", "255.0"])
+    if kind == 4:
+        return repr(round(rng.uniform(-1000, 1000), rng.randint(0, 10)))[:15].rstrip(".")
+    if kind == 5:  # a float32 value's shortest text when it is short, else a random 7-digit decimal
+        t = repr(float(np.float32(rng.uniform(-1, 1))))
+        return t if len(t) <= 15 and "e" not in t else "%.7f" % rng.uniform(-1, 1)
+    return str(rng.randint(-10**14, 10**14))
+
+
+def _long_literal(rng: random.Random) -> str:
+    """Literals where rapidjson's default precision can differ from correct rounding."""
+    kind = rng.randrange(5)
+    if kind == 0:
+        return repr(rng.uniform(-1, 1))  # 16-17 significant digits
+    if kind == 1:
+        return repr(float(np.float32(rng.uniform(0, 1))))
+    if kind == 2:
+        return f"{rng.randint(1, 10**rng.randint(1, 19))}e{rng.randint(-60, 40)}"
+    if kind == 3:  # on a float32 rounding boundary, written with 17+ digits
+        f = np.float32(rng.uniform(0.5, 2))
+        return "%.20g" % ((float(f) + float(np.nextafter(f, np.float32(3)))) / 2)
+    return "0." + "".join(rng.choice("0123456789") for _ in range(rng.randint(16, 30)))
+
+
+def _layout(rng: random.Random, literals: list, shape: tuple, key: str) -> bytes:
+    """A body in one of the layouts clients use (compact, json.dumps' spaces, named input, signature)."""
+    flat = iter(literals)
+
+    def nested(dims):
+        return "[" + sep.join(nested(dims[1:]) for _ in range(dims[0])) + "]" if dims else next(flat)
+
+    sep = rng.choice([",", ", ", " , ", ",\n  "])
+    array = nested(shape)
+    value = '{"x": %s}' % array if key == "inputs" and rng.random() < 0.3 else array
+    sig = '"signature_name": "%s", ' % rng.choice(["", "serving_default", "tf_fast"]) if rng.random() < 0.3 else ""
+    return ('{%s"%s": %s}' % (sig, key, value)).encode()
+
+
+def _assert_same(got, want, body):
+    if isinstance(want, Exception):
+        assert type(got) is type(want) and str(got) == str(want), body[:120]
+    else:
+        assert not isinstance(got, Exception), (body[:120], got)
+        assert _same(got, want), body[:120]
+
+
+@pytest.mark.parametrize("dtype", ["float", "double"])
+def test_plain_number_bodies_are_bit_identical_to_the_exact_pass(dtype):
+    rng, specs, fast = random.Random(17), {"x": dtype}, 0
+    for i in range(400):
+        shape = rng.choice([(1,), (5,), (3, 4), (2, 28, 28), (4, 1, 3), (1, 2, 2, 2)])
+        count = int(np.prod(shape))
+        long_share = 0.0 if i % 2 else rng.choice([0.01, 0.3, 1.0])
+        literals = [_long_literal(rng) if rng.random() < long_share else _short_literal(rng) for _ in range(count)]
+        body = _layout(rng, literals, shape, rng.choice(["instances", "inputs"]))
+        want = _exact(body, specs)
+        try:
+            got = parse_predict_request(body, specs)
+        except Exception as e:  # noqa: BLE001
+            got = e
+        _assert_same(got, want, body)
+        try:
+            _parse_strict(body, specs)
+            fast += 1
+        except _NeedExact:
+            pass
+    assert fast > 200  # the short-literal bodies do take the C pass
+
+
+@pytest.mark.parametrize("body", [
+    b'{"instances": [[1.0, 2.0], [3.0]]}',  # ragged
+    b'{"instances": [[1.0, 2.0], 3.0]}',
+    b'{"instances": [1.0, [2.0]]}',
+    b'{"instances": [1.0, true]}', b'{"instances": [false, 0.5]}', b'{"inputs": [[true]]}',
+    b'{"signature_name": "tf", "instances": [1.0, true]}',
+    b'{"signature_name": "ft", "inputs": {"tf": [1.0, false]}}',
+    b'{"instances": [1.0, null]}', b'{"instances": [1.0, "2.0"]}', b'{"instances": [-0, -0.0, 0]}',
+    b'{"instances": [1.0, 2.0e0]}', b'{"instances": [0.30000000000000004, 1E-7]}',
+    b'{"instances": [1.0, 2.0]', b'{"instances": [1.0, 2.0,]}', b'{"instances": [01.5]}',
+    b'{"instances": [1.5], "signature_name": 7}', b'{"instances": [], "inputs": [1]}',
+    b'{"instances": [1.0]}  ', b'{"instances": [[]]}', b'{"inputs": []}',
+])
+@pytest.mark.parametrize("dtype", ["float", "double", "int32", "bool"])
+def test_plain_number_shortcuts_fall_back_or_fail_exactly_as_before(body, dtype):
+    specs = {"x": dtype} if b'"tf"' not in body else {"tf": dtype}
+    want = _exact(body, specs)
+    try:
+        got = parse_predict_request(body, specs)
+    except Exception as e:  # noqa: BLE001
+        got = e
+    _assert_same(got, want, body)
+
+
+def test_bool_guard_counts_only_letters_outside_the_documents_names():
+    specs = {"input_t": "float", "f": "float"}
+    plain = b'{"signature_name": "tf", "instances": [{"input_t": [1.0, 2.5], "f": 0}, {"input_t": [3, 4], "f": 1}]}'
+    assert _same(_parse_strict(plain, specs), _exact(plain, specs))  # names with t/f: still the C pass
+    for body in (plain.replace(b"2.5", b"true"), plain.replace(b'"f": 0', b'"f": false'),
+                 b'{"inputs": {"input_t": [1.0, 2.5], "f": [true]}}', b'{"inputs": {"input_t": [1.0], "f": 1, "f": 0}}'):
+        with pytest.raises(_NeedExact):
+            _parse_strict(body, specs)
+        _assert_same(_exact(body, specs), _reference(body, specs), body)
+        try:
+            got = parse_predict_request(body, specs)
+        except Exception as e:  # noqa: BLE001
+            got = e
+        _assert_same(got, _exact(body, specs), body)
+
+
+def test_short_literals_parse_the_same_in_orjson_and_rapidjson():
+    """The premise of the no-test cast: without an exponent and with at most 15 characters of
+    digits and point, rapidjson 1.1.0's double is the correctly rounded one."""
+    from serving.rest_api.rapidjson_numbers import _rj_number, may_round_differently
+    rng = random.Random(23)
+    for _ in range(30000):
+        digits = "".join(rng.choice("0123456789") for _ in range(rng.randint(1, 15))).lstrip("0") or "0"
+        point = rng.randint(1, len(digits))
+        lit = digits if point == len(digits) else digits[:point] + "." + digits[point:]
+        lit = lit if len(lit) <= 15 else lit[:15].rstrip(".")
+        assert not may_round_differently(lit.encode()), lit
+        fast = orjson.loads(lit)
+        assert struct.pack("d", float(fast)) == struct.pack("d", _rj_number(lit)), lit
+
+
+def test_vectorised_risky_literal_test_matches_its_definition():
+    import re
+
+    from serving.rest_api.rapidjson_numbers import may_round_differently
+    pattern = re.compile(r"[0-9./]{16}|[0-9][eE]")
+    rng = random.Random(29)
+    for _ in range(20000):
+        text = "".join(rng.choice('0123456789.eE,[]-+ ab/"\u00e9') for _ in range(rng.randint(0, 40)))
+        assert may_round_differently(text) == (pattern.search(text) is not None), text
+        assert may_round_differently(text.encode()) == (pattern.search(text) is not None), text
+
+
+def test_cheap_boundary_pretest_flags_whatever_the_full_test_flags():
+    from serving.rest_api.json_arrays import _may_be_near_boundary
+    rng = np.random.default_rng(31)
+    f = rng.standard_normal(20000).astype(np.float32) * np.float32(1000)
+    mid = (f.astype(np.float64) + np.nextafter(f, np.float32(np.inf)).astype(np.float64)) / 2
+    ulp = np.spacing(mid)
+    cases = [mid + ulp * k for k in range(-40, 41, 3)]
+    cases += [rng.uniform(-1, 1, 20000), f.astype(np.float64), np.array([1e-39, -1e-40, 1.2e-38, 0.0, -0.0])]
+    flagged = 0
+    for a64 in cases:
+        for v in np.array_split(a64, 200):
+            full = _needs_exact_by_boundary_test(v)
+            flagged += full
+            assert not full or _may_be_near_boundary(v), v[:3]
+    assert flagged > 100
+
+
+def _bitwise(v):
+    """A document with every float replaced by its bits, so -0.0/0.0 and NaNs compare exactly. An
+    integer past int64/uint64 counts as the double rapidjson reads for it (to_double): every use of
+    a value (tensors, messages, features) goes through to_double for those."""
+    from serving.rest_api.rapidjson_numbers import to_double
+    if isinstance(v, float) or (type(v) is int and not -2**63 <= v < 2**64):
+        return ("f", struct.pack("d", to_double(v)))
+    if isinstance(v, list):
+        return [_bitwise(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _bitwise(x) for k, x in v.items()}
+    return (type(v).__name__, v)
+
+
+def test_native_reader_when_present_reads_what_the_rapidjson_emulation_reads():
+    """python-rapidjson (optional) speeds up the exact pass; whatever it returns must be the
+    emulation's document, and whatever it cannot read the same way it must leave (None)."""
+    from serving.rest_api.rapidjson_numbers import NATIVE, RAPIDJSON_DECODER, NumberTooBig, native_decode
+    rng = random.Random(37)
+    texts = ['{"a": [%s]}' % ", ".join(_literals(rng, 20)) for _ in range(1500)]
+    texts += ['{"a": [1e400]}', '{"a": [637048129552365e299]}', '{"a": NaN}', '{"a": -Infinity}', '{"a": -NaN}',
+              '{"a": "\\ud800"}', '{"a": "\\udc00"}', '{"a": "\\ud83d\\ude00"}', '{"a": 1, "a": 2}', '{"a": -0}',
+              '{"a": -0.0}', '{"a": 18446744073709551616}', '{"a": "x\\u0000y"}', '{"a": "\udcff"}', '[1]',
+              '{"a": ' + "[" * 2000 + "]" * 2000 + "}", '{"a": [1.]}', '{"a": [01]}', '{"a": 1} x']
+    used = 0
+    for text in texts:
+        got = native_decode(text)
+        if got is None:
+            continue
+        used += 1
+        try:
+            want = RAPIDJSON_DECODER.decode(text)
+        except (ValueError, NumberTooBig, RecursionError) as e:  # pragma: no cover - a failure
+            pytest.fail(f"native read {text[:80]!r}, the emulation refused it: {e}")
+        assert _bitwise(got) == _bitwise(want), text[:120]
+    assert used > 1000 if NATIVE else used == 0
