@@ -62,8 +62,19 @@ def read_text_proto(path: str, message, flag: str):
         text_format.Parse(data.decode("utf-8"), message)
     except (text_format.ParseError, UnicodeDecodeError) as e:
         raise OptionsError(f"Invalid protobuf file: '{path}' (--{flag} must hold a text-format "
-                           f"{message.DESCRIPTOR.name}): {e}") from None
+                           f"{message.DESCRIPTOR.name}): {parser_error_text(message, e)}") from None
     return message
+
+
+def parser_error_text(message, error: Exception) -> str:
+    """What protobuf's C++ TextFormat parser logs for a failed parse (and TF Serving's own tests look for in
+    its stderr): "Error parsing text-format tensorflow.serving.ModelServerConfig: 1:1: <what is wrong>"."""
+    if isinstance(error, text_format.ParseError):
+        what = re.sub(r"^\d+(:\d+)? : ", "", str(error))
+        where = f"{error.GetLine()}:{error.GetColumn()}: " if error.GetLine() is not None else ""
+    else:  # the bytes are not UTF-8
+        what, where = f"invalid UTF-8 at byte {getattr(error, 'start', 0)}", ""
+    return f"Error parsing text-format {message.DESCRIPTOR.full_name}: {where}{what}"
 
 
 _read_text_proto = read_text_proto

@@ -10,7 +10,9 @@ Sources, all in tensorflow/serving 2.16.1 unless named otherwise:
 - ``servables/tensorflow/get_model_metadata_impl.cc``: the SignatureDefMap is the MetaGraphDef's
   signature_def map, copied as is (``__saved_model_init_op`` included).
 - ``model_servers/http_rest_api_handler.cc`` GetInfoMap(): ``input_specs()`` for the REST codec.
-- ``tensorflow/core/framework/function.cc`` FunctionCallFrame::SetArgs(): wrong input dtype.
+- ``tensorflow/core/framework/function.cc`` FunctionCallFrame::SetArgs(): wrong input dtype. No
+  shape is compared with the SignatureDef's (TF Serving compares none): the graph takes what it can,
+  and refuses the rest with TensorFlow's OpError, INVALID_ARGUMENT for a shape.
 
 Signatures run as TF Serving runs them, Session::Run of the SignatureDef's tensors
 (``serving.servables.session_bundle``). Thread-safety: nothing is mutated after ``load``; concurrent calls only
@@ -209,13 +211,13 @@ class LoadedModel:
     # ---- running -------------------------------------------------------------------------------
 
     def _run(self, meta: SignatureMeta, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        """Session::Run() of the whole signature: dtype/shape checks, then the session callable.
+        """Session::Run() of the whole signature: the dtype check, then the session callable.
         (serving.batching.batching_session replaces this method on its copy of a model.)"""
         return _session_run(meta, _checked_feeds(meta, feeds))
 
 
 def _checked_feeds(meta: SignatureMeta, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
-    """FunctionCallFrame::SetArgs()'s dtype check and the signature's shape check, per input."""
+    """FunctionCallFrame::SetArgs()'s dtype check, per input (shapes are the graph's to judge)."""
     arrays = {}
     input_map = meta.input_map
     for alias, value in feeds.items():

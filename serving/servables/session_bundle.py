@@ -87,7 +87,7 @@ def _is_tensor_name(graph: tf.Graph, name: str) -> bool:
 class SignatureRunner:
     """Session::Run of one signature: feeds by alias (every input alias of the signature, as the core's
     GetInputValues() fills them) -> every output by alias. Arrays go to the session as they are: the
-    core has checked their dtypes and shapes against the SignatureDef."""
+    core has checked their dtypes against the SignatureDef; shapes are the graph's to judge."""
 
     __slots__ = ("_call", "feed_aliases", "fetch_aliases")
 

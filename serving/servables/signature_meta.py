@@ -71,22 +71,22 @@ class TensorMeta:
         return cls(alias, info.name, dtype, shape, index)
 
     def check(self, value: np.ndarray) -> None:
-        """Raises INVALID_ARGUMENT unless ``value`` can be fed to this input."""
+        """Raises INVALID_ARGUMENT unless ``value`` has this input's dtype: the one check a TF Serving
+        session makes on a fed tensor before running the graph (tensorflow/core/framework/function.cc
+        FunctionCallFrame::SetArgs(), which DirectSession::Run applies to its feeds).
+
+        The shape is not checked: neither predict_util.cc PreProcessPrediction() nor
+        saved_model::GetInputValues() compares a request's shape with the SignatureDef's, and a fed
+        placeholder takes any shape. The graph decides: half_plus_two's x, declared [?,1], answers
+        [1.0, 2.0, 5.0] (shape [3]) with [2.5, 3.0, 4.5], and a shape an op refuses fails with the
+        runtime's own OpError text (``loaded_model.op_error_message``)."""
         fast = _NUMPY_OF.get(self.dtype)
         if fast is not None and value.dtype == fast and value.dtype.kind not in "OSU":  # the usual case,
-            shape = self.shape                                                          # without tf.DType
-            if shape is None or (len(value.shape) == len(shape)
-                                 and all(e is None or a == e for a, e in zip(value.shape, shape))):
-                return
+            return                                                                      # without tf.DType
         got = value_dtype(value)
         if self.dtype is not None and got != self.dtype:
-            # tensorflow/core/framework/function.cc FunctionCallFrame::SetArgs(), what a
-            # session reports for a fed tensor of the wrong type.
             raise invalid(f"Expects arg[{self.index}] to be {datatype_string(self.dtype)} "
                           f"but {datatype_string(got)} is provided")
-        if self.shape is not None and not _compatible(value.shape, self.shape):
-            raise invalid(f"input tensor alias {self.alias} has shape {shape_string(value.shape)}, which is "
-                          f"incompatible with the signature's shape {shape_string(self.shape)}")
 
 
 class _NumpyOf(dict):
@@ -104,10 +104,6 @@ class _NumpyOf(dict):
 
 
 _NUMPY_OF = _NumpyOf()
-
-
-def _compatible(actual, expected) -> bool:
-    return len(actual) == len(expected) and all(e is None or a == e for a, e in zip(actual, expected))
 
 
 def value_dtype(value: np.ndarray) -> tf.DType:

@@ -210,9 +210,9 @@ def test_predict_errors(stub, served_model):
     ]
     for request, code, message in cases:
         assert failure(stub.Predict, request) == (code, message), request
-    wrong_shape = np.zeros((1, 784), np.float32)  # the core's own check; both fronts say the same
-    assert failure(stub.Predict, predict_request(wrong_shape)) == core_error(
-        served_model.predict, "", {"images": wrong_shape})
+    refused = np.zeros((1, 783), np.float32)  # a shape the graph refuses (TensorFlow's text); both fronts agree
+    assert failure(stub.Predict, predict_request(refused)) == core_error(served_model.predict, "", {"images": refused})
+    assert failure(stub.Predict, predict_request(refused))[1].startswith("Input to reshape is a tensor with 783 values")
 
 
 @pytest.mark.parametrize("mutate", [

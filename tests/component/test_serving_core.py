@@ -112,16 +112,12 @@ def test_missing_extra_and_misnamed_inputs(model, digits):
         "and no default value provided. Inputs expected to be in the request {image}, or default input alias set: ")
 
 
-def test_wrong_dtypes_and_shapes_are_invalid_argument(model, digits):
+def test_wrong_dtypes_are_invalid_argument(model, digits):
     images, _, examples = digits
     cases = [
         ({"images": images[:2].astype(np.int64)}, "Expects arg[0] to be float but int64 is provided"),
         ({"images": images[:2].astype(np.float64)}, "Expects arg[0] to be float but double is provided"),
         ({"images": np.array([[b"x"]], dtype=object)}, "Expects arg[0] to be float but string is provided"),
-        ({"images": images[:2].reshape(2, 784)},
-         "input tensor alias images has shape [2,784], which is incompatible with the signature's shape [?,28,28]"),
-        ({"images": images[0]},
-         "input tensor alias images has shape [28,28], which is incompatible with the signature's shape [?,28,28]"),
     ]
     for inputs, message in cases:
         error = _error(model.predict, "serving_default", inputs)
@@ -133,6 +129,24 @@ def test_wrong_dtypes_and_shapes_are_invalid_argument(model, digits):
     assert error.code == "INVALID_ARGUMENT"
     assert error.message.startswith("Could not parse example input, value: 'not an example'"), error.message
     assert "Graph execution error" not in error.message and "[Op:" not in error.message
+
+
+def test_shapes_are_the_graphs_to_judge(model, digits):
+    """TF Serving compares no request shape with the SignatureDef's ([?,28,28] here): the graph runs what
+    it can (the digits graph flattens with a Reshape to [-1,784]) and refuses the rest with TensorFlow's
+    own OpError, INVALID_ARGUMENT."""
+    images = digits[0][:2]
+    want = model.predict("serving_default", {"images": images})
+    for odd in (images.reshape(2, 784), images.reshape(2, 28, 28, 1)):
+        got = model.predict("serving_default", {"images": odd})
+        np.testing.assert_array_equal(got["probabilities"], want["probabilities"])
+    assert model.predict("serving_default", {"images": images[0]})["probabilities"].shape == (1, 10)
+    for refused, values in ((np.zeros((2, 28, 27), np.float32), 1512), (np.zeros(3, np.float32), 3)):
+        error = _error(model.predict, "serving_default", {"images": refused})
+        assert error.code == "INVALID_ARGUMENT"
+        assert error.message.startswith(f"Input to reshape is a tensor with {values} values, but the requested "
+                                        "shape requires a multiple of 784"), error.message
+        assert "{{node Reshape}}" in error.message and "Graph execution error" not in error.message
 
 
 def test_output_filter_is_checked_after_inputs(model, digits):

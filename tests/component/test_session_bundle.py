@@ -43,7 +43,7 @@ def test_prepare_predict_answers_as_predict(model, digits, output_filter):
 @pytest.mark.parametrize("signature, inputs, output_filter", [
     ("nope", {"images": np.zeros((1, 28, 28), np.float32)}, ()),
     ("serving_default", {"images": np.zeros((1, 28, 28), np.int64)}, ()),
-    ("serving_default", {"images": np.zeros((1, 784), np.float32)}, ()),
+    ("serving_default", {"images": np.zeros((1, 28, 28), np.float32)}, ("classes", "classes")),
     ("serving_default", {"image": np.zeros((1, 28, 28), np.float32)}, ()),
     ("serving_default", {"images": np.zeros((1, 28, 28), np.float32)}, ("nope",)),
     ("__saved_model_init_op", {}, ()),
@@ -60,6 +60,11 @@ def test_a_runtime_failure_fails_the_run(model):
     assert code == "INVALID_ARGUMENT" and message.startswith("Could not parse example input")
     assert (code, message) == _outcome(model.predict, "serving_examples",
                                        {"examples": np.array([b"not an example"], dtype=object)})
+    # a shape is the graph's to judge: one it refuses fails the run, as predict() fails
+    refused = {"images": np.zeros((1, 783), np.float32)}
+    code, message = _outcome(model.prepare_predict("serving_default", refused))
+    assert code == "INVALID_ARGUMENT" and message.startswith("Input to reshape is a tensor with 783 values")
+    assert (code, message) == _outcome(model.predict, "serving_default", refused)
 
 
 def test_string_inputs_in_any_numpy_form(model, digits):
