@@ -29,12 +29,18 @@ import threading  # noqa: E402
 from typing import Optional, Sequence  # noqa: E402
 
 from serving.errors import ServingError  # noqa: E402
-from serving.model_servers.options import OptionsError, ServerOptions, parse_args, usage  # noqa: E402
+from serving.model_servers.options import (OptionsError, ServerOptions, parse_args, serving_processes,  # noqa: E402
+                                           usage)
 from serving.model_servers import server_config  # noqa: E402
 
 log = logging.getLogger("digits.model_server")
 
 SERVER_VERSION = "2.16.1-digits"  # the TF Serving release whose behaviour this server follows
+# server.cc registers TensorFlow's ProfilerService on the gRPC port when --enable_profiler (default true)
+# and logs "Profiler service is enabled"; the Python packages carry no ProfilerService stubs to serve.
+PROFILER_NOT_PROVIDED = ("Profiler service is not provided by this server: --enable_profiler is accepted, but no "
+                         "TensorFlow ProfilerService is registered on the gRPC port, so profiler clients "
+                         "(tf.profiler.experimental.client.trace, TensorBoard's capture) get no trace from it.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +89,7 @@ class ModelServer:
     """The registry of models, polled in the background, behind the gRPC and REST fronts."""
 
     def __init__(self, options: ServerOptions, config: StartupConfig):
+        from serving.servables import tflite_model
         from serving.servables.loaded_model import LoadedModel
         from serving.model_servers.metrics import ServingMetrics
         from serving.core.model_registry import ModelRegistry
@@ -92,10 +99,13 @@ class ModelServer:
         tags = [t for t in options.saved_model_tags.split(",") if t]
 
         def loader(path: str):
+            if options.prefer_tflite_model and tflite_model.tflite_model_found(path):  # else its SavedModel
+                return tflite_model.load(path, options.num_tflite_pools, options.enable_signature_method_name_check)
             return LoadedModel.load(path, tags, method_name_check=options.enable_signature_method_name_check)
         unloader, self.batch_scheduler = None, None
         if config.batching is not None:
             loader, unloader = self._batching_loader(loader)
+        self.loader, self.unloader = loader, unloader  # what a serving process loads with (worker.py)
         self.registry = ModelRegistry(
             config.specs, self.metrics.instrument_loader(loader), unloader,
             poll_seconds=options.file_system_poll_wait_seconds,
@@ -141,30 +151,47 @@ class ModelServer:
 
     def start(self) -> None:
         """Loads every model (as ServerCore::Create waits for them), then opens the ports."""
-        from serving.grpc_api.front import GrpcServer
-        from serving.rest_api.transport import RestServer
-
         o = self.options
         self.registry.start_and_wait(self._stopped)
         if self._stopped.is_set():
             return
-        self.grpc = GrpcServer(self.registry, o.port, socket_path=o.grpc_socket_path, max_threads=o.grpc_max_threads,
-                               channel_arguments=o.channel_arguments(), metrics=self.metrics,
-                               enable_health_check=o.enable_grpc_healthcheck_service)
-        self.grpc.start()
+        self.open_ports(self.registry)
         if o.port:
             log.info("Running gRPC ModelServer at 0.0.0.0:%d ...", self.grpc.port)
         if o.grpc_socket_path:
             log.info("Running gRPC ModelServer at UNIX socket %s ...", o.grpc_socket_path)
         if o.rest_api_enabled:
-            self.rest = RestServer(self.registry, o.rest_api_port, timeout_ms=o.rest_api_timeout_in_ms,
-                                   enable_cors=o.rest_api_enable_cors_support, num_threads=o.rest_api_num_threads,
-                                   metrics=self.metrics, metrics_path=self.config.metrics_path)
-            self.rest.start()
             log.info("Exporting HTTP/REST API at:localhost:%d ...", self.rest.port)
         if o.model_config_file and o.model_config_file_poll_wait_seconds > 0:
             self._config_poller = threading.Thread(target=self._poll_config_file, name="config-poller", daemon=True)
             self._config_poller.start()
+
+    def open_ports(self, registry, *, metrics=None, socket_path: Optional[str] = None,
+                   reuse_port: bool = False) -> None:
+        """The gRPC and REST fronts over ``registry``. A serving process of --num_serving_processes
+        (model_servers/worker.py) passes its own registry and metrics, shares the TCP ports (SO_REUSEPORT)
+        and leaves the UNIX socket (socket_path="") to one process."""
+        from serving.grpc_api.front import GrpcServer
+        from serving.rest_api.transport import RestServer
+
+        o, metrics = self.options, metrics or self.metrics
+        socket_path = o.grpc_socket_path if socket_path is None else socket_path
+        shared = [("grpc.so_reuseport", 1)] if reuse_port else []
+        if o.port or socket_path:
+            self.grpc = GrpcServer(registry, o.port, socket_path=socket_path, max_threads=o.grpc_max_threads,
+                                   channel_arguments=o.channel_arguments() + shared, metrics=metrics,
+                                   enable_health_check=o.enable_grpc_healthcheck_service,
+                                   max_request_tensor_bytes=o.max_request_tensor_bytes)
+            self.grpc.start()
+        if o.rest_api_enabled:
+            self.rest = RestServer(registry, o.rest_api_port, timeout_ms=o.rest_api_timeout_in_ms,
+                                   enable_cors=o.rest_api_enable_cors_support, num_threads=o.rest_api_num_threads,
+                                   metrics=metrics, metrics_path=self.config.metrics_path, reuse_port=reuse_port,
+                                   max_body_bytes=o.rest_api_max_body_bytes,
+                                   header_timeout_ms=o.rest_api_header_timeout_in_ms,
+                                   idle_timeout_ms=o.rest_api_idle_timeout_in_ms,
+                                   max_connections=o.rest_api_max_connections)
+            self.rest.start()
 
     def _poll_config_file(self) -> None:
         """--model_config_file_poll_wait_seconds: re-reads the file and applies it as a config reload; a file
@@ -236,10 +263,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for warning in options.warnings:
             log.warning("%s", warning)
         config = StartupConfig.read(options)
-        _configure_tensorflow(options)
+        if options.enable_profiler:
+            log.info("%s", PROFILER_NOT_PROVIDED)
+        processes = serving_processes(options)
+        if processes == 1:  # else each serving process configures its own TensorFlow
+            _configure_tensorflow(options)
     except OptionsError as e:
         print(f"digits-model-server: {e}", file=sys.stderr)
         return 2
+    if processes > 1:
+        from serving.model_servers.coordinator import serve
+        return serve(options, config, processes)
     return _serve(options, config)
 
 

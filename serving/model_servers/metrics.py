@@ -174,6 +174,30 @@ class ServingMetrics:
                     self._load_latency[(path,)] = self._load_latency.get((path,), 0) + micros
         return load
 
+    # ---- several processes (--num_serving_processes) ------------------------------------------------
+
+    def snapshot(self) -> dict:
+        """Everything recorded so far as plain (picklable) data, for merge() in another process."""
+        with self._lock:
+            return {"request_count": dict(self._request_count),
+                    "request_latency": {k: (list(h.counts), h.total) for k, h in self._request_latency.items()},
+                    "load_attempts": dict(self._load_attempts), "load_latency": dict(self._load_latency)}
+
+    def merge(self, snapshot: dict) -> None:
+        """Adds a snapshot in: counters and histogram buckets of one server spread over processes are sums."""
+        with self._lock:
+            for mine, theirs in ((self._request_count, snapshot["request_count"]),
+                                 (self._load_attempts, snapshot["load_attempts"]),
+                                 (self._load_latency, snapshot["load_latency"])):
+                for key, value in theirs.items():
+                    mine[key] = mine.get(key, 0) + value
+            for key, (counts, total) in snapshot["request_latency"].items():
+                histogram = self._request_latency.get(key)
+                if histogram is None:
+                    histogram = self._request_latency[key] = _Histogram(len(LATENCY_BUCKETS))
+                histogram.counts = [a + b for a, b in zip(histogram.counts, counts)]
+                histogram.total += total
+
     # ---- collecting and rendering -------------------------------------------------------------------
 
     def collect(self) -> Iterable[Metric]:

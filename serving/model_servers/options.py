@@ -22,6 +22,34 @@ def schedulable_cpus() -> int:  # tensorflow::port::NumSchedulableCPUs honours t
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def cgroup_cpu_limit(root: str = "/sys/fs/cgroup"):
+    """The container's CPU quota in whole CPUs, rounded up (cgroup v2 cpu.max, else v1 cfs_quota_us), or
+    None when there is none: the affinity mask of a container limited to 2 CPUs can still list 64."""
+    try:
+        with open(os.path.join(root, "cpu.max")) as f:
+            quota, period = f.read().split()[:2]
+        return None if quota == "max" else max(1, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError):
+        pass
+    try:
+        with open(os.path.join(root, "cpu", "cpu.cfs_quota_us")) as f:
+            quota = int(f.read())
+        with open(os.path.join(root, "cpu", "cpu.cfs_period_us")) as f:
+            period = int(f.read())
+        return max(1, math.ceil(quota / period)) if quota > 0 and period > 0 else None
+    except (OSError, ValueError):
+        return None
+
+
+def serving_processes(options: "ServerOptions") -> int:
+    """--num_serving_processes, with 0 read as one per schedulable CPU (within the container's CPU quota, as
+    each process holds its own TensorFlow and models); 1 when no TCP port is served (a UNIX socket has a
+    single listener, so further processes would have nothing to accept on)."""
+    if not options.port and not options.rest_api_enabled:
+        return 1
+    return options.num_serving_processes or min(schedulable_cpus(), cgroup_cpu_limit() or schedulable_cpus())
+
+
 # (name, type, default, help, None | ("ignored" | "unsupported", why)); order and text from main.cc.
 # "ignored": any value is accepted and only warned about; "unsupported": a non-default value is an error.
 def _flag_table():
@@ -37,6 +65,17 @@ def _flag_table():
          "be auto set based on number of CPUs.", None),
         ("rest_api_timeout_in_ms", "int32", 30000, "Timeout for HTTP/REST API calls.", None),
         ("rest_api_enable_cors_support", "bool", False, "Enable CORS headers in response", None),
+        # not TF Serving flags: the REST transport's limits (serving/rest_api/event_loop.py Limits)
+        ("rest_api_max_body_bytes", "int64", 100 << 20, "(This server's own flag.) Largest HTTP/REST request "
+         "body, in bytes, as sent and once gunzipped; a larger one is answered 413 (a Content-Length over it before "
+         "the body is read). The default is TF Serving's limit on gunzipped bodies, 100 MiB.", None),
+        ("rest_api_header_timeout_in_ms", "int32", 10000, "(This server's own flag.) Time a HTTP/REST client has "
+         "to send a request's headers, from their first byte; then the connection is closed. 0: no limit.", None),
+        ("rest_api_idle_timeout_in_ms", "int32", 75000, "(This server's own flag.) An idle keep-alive HTTP/REST "
+         "connection, or one whose request body or answer makes no progress, is closed after this (longer than "
+         "the 60 s idle timeout of common load balancers). 0: no limit.", None),
+        ("rest_api_max_connections", "int32", 4096, "(This server's own flag.) Most HTTP/REST connections open at "
+         "once; further clients wait in the listen backlog until one closes. 0: no limit.", None),
         ("enable_batching", "bool", False, "enable batching", None),
         ("allow_version_labels_for_unavailable_models", "bool", False, "If true, allows assigning unused version "
          "labels to models that are not available yet.", None),
@@ -118,27 +157,42 @@ def _flag_table():
          "message to save memory.", (ign, "a memory optimisation of the C++ loader")),
         ("prefer_tflite_model", "bool", False, "EXPERIMENTAL; CAN BE REMOVED ANYTIME! Prefer TensorFlow Lite model "
          "from `model.tflite` file in SavedModel directory, instead of the TensorFlow model from `saved_model.pb` "
-         "file. If no TensorFlow Lite model found, fallback to TensorFlow model.",
-         (uns, "TensorFlow Lite models are not served")),
+         "file. If no TensorFlow Lite model found, fallback to TensorFlow model.", None),
         ("num_tflite_pools", "int32", c, "EXPERIMENTAL; CAN BE REMOVED ANYTIME! Number of TFLite interpreters in an "
          "interpreter pool of TfLiteSession. Typically there is one TfLiteSession for each TF Lite model that is "
-         "loaded. If not set, will be auto set based on number of CPUs.",
-         (ign, "TensorFlow Lite models are not served")),
+         "loaded. If not set, will be auto set based on number of CPUs.", None),
         ("num_tflite_interpreters_per_pool", "int32", 1, "EXPERIMENTAL; CAN BE REMOVED ANYTIME! Number of TFLite "
          "interpreters in an interpreter pool of TfLiteSession. Typically there is one TfLiteSession for each TF "
-         "Lite model that is loaded. If not set, will be 1.", (ign, "TensorFlow Lite models are not served")),
+         "Lite model that is loaded. If not set, will be 1.",
+         (ign, "each request runs on one interpreter of the --num_tflite_pools pool as it comes; "
+          "TfLiteSession's own batching is not done (--enable_batching batches TF Lite models too)")),
         ("enable_signature_method_name_check", "bool", False, "Enable method_name check for SignatureDef. Disable "
          "this if serving native TF2 regression/classification models.", None),
         ("xla_cpu_compilation_enabled", "bool", False, "EXPERIMENTAL; CAN BE REMOVED ANYTIME! Enable XLA:CPU JIT "
          "(default is disabled). With XLA:CPU JIT disabled, models utilizing this feature will return bad Status "
          "on first compilation request.", (ign, "XLA is left as the TensorFlow runtime configures it")),
-        ("enable_profiler", "bool", True, "Enable profiler service.", (ign, "no TensorFlow profiler gRPC service")),
+        ("enable_profiler", "bool", True, "Enable profiler service. [Not provided by this server: the flag is "
+         "accepted, but no TensorFlow ProfilerService is registered on the gRPC port (the Python packages carry "
+         "no ProfilerService stubs), so profiler clients get no trace; a start-up log line says so.]", None),
         ("thread_pool_factory_config_file", "string", "", "If non-empty, read an ascii ThreadPoolConfig protobuf "
          "from the supplied file name.", (uns, "custom C++ thread pool factories cannot be loaded")),
         ("mixed_precision", "string", "", "specify mixed_precision mode",
          (uns, "the bfloat16 graph rewrite is not available")),
         ("skip_initialize_tpu", "bool", False, "Whether to skip auto initializing TPU.", (ign, "no TPU support")),
         ("enable_grpc_healthcheck_service", "bool", False, "Enable the standard gRPC healthcheck service.", None),
+        # not a TF Serving flag: Python serves on one core per process (the GIL)
+        ("num_serving_processes", "int32", 0, "(This server's own flag.) Number of serving processes that share "
+         "the gRPC and REST ports (SO_REUSEPORT), so that requests use every CPU. The main process then only "
+         "coordinates: it watches the model versions, loads each in every serving process before it is reported "
+         "AVAILABLE, answers status and reload requests for all of them and sums their metrics. 0: one per "
+         "schedulable CPU, within the container's CPU quota; 1: a single process that serves by itself.", None),
+        # not a TF Serving flag: TensorFlow fills a TensorProto's missing values, so a few bytes can ask for GBs
+        ("max_request_tensor_bytes", "int64", 1 << 30, "(This server's own flag.) The most bytes the input tensors "
+         "of one Predict request may take once decoded (shape x dtype size), checked before anything is "
+         "allocated; a request over it fails with RESOURCE_EXHAUSTED. The default, 1 GiB, is half the largest "
+         "gRPC message (2 GiB): requests that carry their values stay well within it, while a shape of billions "
+         "sent with one value (TensorFlow repeats the last) is refused; requests in flight take at most "
+         "--grpc_max_threads times this. Raise it to accept larger requests.", None),
     ]
 
 
@@ -184,6 +238,10 @@ class ServerOptions:
     rest_api_num_threads: int = dataclasses.field(default_factory=lambda: 4 * schedulable_cpus())
     rest_api_timeout_in_ms: int = 30000
     rest_api_enable_cors_support: bool = False
+    rest_api_max_body_bytes: int = 100 << 20
+    rest_api_header_timeout_in_ms: int = 10000
+    rest_api_idle_timeout_in_ms: int = 75000
+    rest_api_max_connections: int = 4096
     enable_batching: bool = False
     allow_version_labels_for_unavailable_models: bool = False
     batching_parameters_file: str = ""
@@ -209,8 +267,13 @@ class ServerOptions:
     num_request_iterations_for_warmup: int = 0
     version: bool = False
     monitoring_config_file: str = ""
+    prefer_tflite_model: bool = False
+    num_tflite_pools: int = dataclasses.field(default_factory=schedulable_cpus)
     enable_signature_method_name_check: bool = False
+    enable_profiler: bool = True  # accepted; the profiler service is not provided (a start-up log line)
     enable_grpc_healthcheck_service: bool = False
+    num_serving_processes: int = 0
+    max_request_tensor_bytes: int = 1 << 30
     show_help: bool = False  # --help: tensorflow::Flags prints usage instead of starting
     warnings: tuple = ()  # things TF Serving would only LOG: ignored flags, an unusable --rest_api_port
 
@@ -296,10 +359,10 @@ def _validate(o: ServerOptions, given: set) -> list:
     if min(o.tensorflow_intra_op_parallelism, o.tensorflow_inter_op_parallelism, o.tensorflow_session_parallelism) > 0:
         raise OptionsError("Either configure --tensorflow_session_parallelism or (--tensorflow_intra_op_parallelism, "
                            "--tensorflow_inter_op_parallelism) separately. You cannot configure all.")
-    for flag in ("rest_api_num_threads", "grpc_max_threads"):
+    for flag in ("rest_api_num_threads", "grpc_max_threads", "max_request_tensor_bytes", "rest_api_max_body_bytes"):
         if getattr(o, flag) < 1:
             raise OptionsError(f"--{flag}={getattr(o, flag)} must be at least 1.")
-    for flag in ("num_load_threads", "num_unload_threads", "max_num_load_retries"):
+    for flag in ("num_load_threads", "num_unload_threads", "max_num_load_retries", "num_serving_processes"):
         if getattr(o, flag) < 0:
             raise OptionsError(f"--{flag}={getattr(o, flag)} must not be negative.")
     if not 0.0 <= o.per_process_gpu_memory_fraction <= 1.0:

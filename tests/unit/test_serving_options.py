@@ -6,7 +6,7 @@ import pytest
 
 from serving.model_servers import options as so
 from serving.model_servers import server_config as sc
-from serving.model_servers.options import OptionsError, parse_args
+from serving.model_servers.options import OptionsError, parse_args, schedulable_cpus, usage
 
 BASE = ["--model_base_path=/models/mnist"]
 
@@ -71,7 +71,12 @@ FLAG_VALUES = {
     "grpc_channel_arguments": ("grpc.max_connection_age_ms=2000", "grpc.max_connection_age_ms=2000"),
     "grpc_max_threads": ("7", 7), "enable_model_warmup": ("false", False),
     "num_request_iterations_for_warmup": ("5", 5), "monitoring_config_file": ("/mon.txt", "/mon.txt"),
+    "prefer_tflite_model": ("true", True), "num_tflite_pools": ("3", 3), "enable_profiler": ("false", False),
     "enable_signature_method_name_check": ("true", True), "enable_grpc_healthcheck_service": ("true", True),
+    "num_serving_processes": ("3", 3),
+    "max_request_tensor_bytes": ("4096", 4096),
+    "rest_api_max_body_bytes": ("4096", 4096), "rest_api_header_timeout_in_ms": ("500", 500),
+    "rest_api_idle_timeout_in_ms": ("0", 0), "rest_api_max_connections": ("10", 10),
 }
 
 
@@ -211,13 +216,14 @@ def test_all_three_parallelism_flags_conflict():
     ("--rest_api_num_threads=0", "must be at least 1"), ("--grpc_max_threads=0", "must be at least 1"),
     ("--num_load_threads=-1", "must not be negative"), ("--max_num_load_retries=-1", "must not be negative"),
     ("--per_process_gpu_memory_fraction=1.5", "between 0.0 and 1.0"),
+    ("--max_request_tensor_bytes=0", "must be at least 1"),
 ])
 def test_range_checks(arg, fragment):
     assert fragment in error_of(parse_args, BASE + [arg])
 
 
 @pytest.mark.parametrize("arg", ["--ssl_config_file=/ssl.txt", "--use_alts_credentials",
-                                 "--platform_config_file=/p.txt", "--prefer_tflite_model=true",
+                                 "--platform_config_file=/p.txt",
                                  "--mixed_precision=bfloat16", "--thread_pool_factory_config_file=/t"])
 def test_unsupported_flags_error_when_set(arg):
     name = arg[2:].partition("=")[0]
@@ -226,6 +232,25 @@ def test_unsupported_flags_error_when_set(arg):
 
 def test_unsupported_flags_at_their_default_are_fine():
     assert parse_args(BASE + ["--use_alts_credentials=false", "--ssl_config_file="]).warnings == ()
+
+
+def test_tflite_flags_are_honoured():
+    o = parse_args(BASE + ["--prefer_tflite_model=true", "--num_tflite_pools=3"])
+    assert (o.prefer_tflite_model, o.num_tflite_pools, o.warnings) == (True, 3, ())
+    assert parse_args(BASE).prefer_tflite_model is False
+    assert parse_args(BASE).num_tflite_pools == schedulable_cpus()
+    (warning,) = parse_args(BASE + ["--num_tflite_interpreters_per_pool=4"]).warnings
+    assert warning.startswith("--num_tflite_interpreters_per_pool is accepted for compatibility and ignored")
+
+
+def test_enable_profiler_is_accepted_and_said_to_be_not_provided():
+    assert parse_args(BASE).enable_profiler is True
+    for value in ("true", "false"):
+        o = parse_args(BASE + [f"--enable_profiler={value}"])
+        assert (o.enable_profiler, o.warnings) == (value == "true", ())
+    text = " ".join(usage().split())
+    entry = text[text.index("--enable_profiler"):][:300]
+    assert "Not provided by this server" in entry and "ProfilerService" in entry
 
 
 def test_ignored_flags_warn_only_when_changed():
@@ -341,6 +366,9 @@ def test_malformed_config_reports_path_line_and_column(tmp_path):
     msg = error_of(sc.load_model_config, o)
     assert f"Invalid protobuf file: '{o.model_config_file}'" in msg
     assert "3:5" in msg and "nmae" in msg and "ModelServerConfig" in msg
+    # protobuf's C++ parser text, which TF Serving's tensorflow_model_server_test.py looks for in stderr
+    assert ('Error parsing text-format tensorflow.serving.ModelServerConfig: 3:5: Message type '
+            '"tensorflow.serving.ModelConfig" has no field named "nmae".') in msg
 
 
 def test_non_utf8_config_is_malformed(tmp_path):
