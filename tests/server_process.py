@@ -111,3 +111,22 @@ def wait_for(condition, timeout: float = 90.0, interval: float = 0.1, what: str 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(interval)
+
+
+class BackgroundTraffic:
+    """Runs each target in a daemon thread from ``with`` to its end; a target loops until ``stopping`` is set
+    (load sent while a test changes the server's versions)."""
+
+    def __init__(self, *targets):
+        self.stopping = threading.Event()
+        self._threads = [threading.Thread(target=target, daemon=True) for target in targets]
+
+    def __enter__(self):
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stopping.set()
+        for thread in self._threads:
+            thread.join(60)

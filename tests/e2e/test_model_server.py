@@ -8,7 +8,6 @@ os.environ["TF_USE_LEGACY_KERAS"] = "1"
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
-import threading  # noqa: E402
 
 import grpc  # noqa: E402
 import numpy as np  # noqa: E402
@@ -16,7 +15,7 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: E402
 
-from tests.server_process import REPO, ServerProcess, wait_for  # noqa: E402
+from tests.server_process import REPO, BackgroundTraffic, ServerProcess, wait_for  # noqa: E402
 
 IMAGES = 4  # digits per request
 
@@ -40,29 +39,17 @@ def push(export_dir, base, version):
     os.rename(staging, os.path.join(base, str(version)))
 
 
-class Traffic:
+class Traffic(BackgroundTraffic):
     """Threads sending predict requests over REST and gRPC until stopped; every outcome is kept."""
 
     def __init__(self, server, images, model="mnist"):
         self.server, self.images, self.model = server, images, model
         self.failures, self.grpc_versions, self.rest_ok = [], [], 0
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._rest, daemon=True),
-                         threading.Thread(target=self._grpc, daemon=True)]
-
-    def __enter__(self):
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        for t in self._threads:
-            t.join(60)
+        super().__init__(self._rest, self._grpc)
 
     def _rest(self):
         body = {"instances": self.images.tolist()}
-        while not self._stop.is_set():
+        while not self.stopping.is_set():
             try:
                 status, answer = self.server.rest("POST", f"/v1/models/{self.model}:predict", body)
                 if status != 200 or len(answer["predictions"]) != len(self.images):
@@ -78,7 +65,7 @@ class Traffic:
             request = predict_pb2.PredictRequest()
             request.model_spec.name = self.model
             request.inputs["images"].CopyFrom(tf.make_tensor_proto(self.images))
-            while not self._stop.is_set():
+            while not self.stopping.is_set():
                 try:
                     response = stub.Predict(request, timeout=30)
                     self.grpc_versions.append(response.model_spec.version.value)

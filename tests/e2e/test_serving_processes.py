@@ -9,7 +9,6 @@ os.environ["TF_USE_LEGACY_KERAS"] = "1"
 
 import re  # noqa: E402
 import shutil  # noqa: E402
-import threading  # noqa: E402
 
 import grpc  # noqa: E402
 import numpy as np  # noqa: E402
@@ -19,7 +18,7 @@ from tensorflow_serving.apis import (get_model_status_pb2, model_management_pb2,
                                      predict_pb2, prediction_service_pb2_grpc)
 
 from tests.e2e.test_model_server import push  # noqa: E402
-from tests.server_process import ServerProcess, wait_for  # noqa: E402
+from tests.server_process import BackgroundTraffic, ServerProcess, wait_for  # noqa: E402
 
 IMAGES = np.arange(2 * 28 * 28, dtype=np.float32).reshape(2, 28, 28) / (28 * 28)
 SUMS = IMAGES.sum(axis=(1, 2))
@@ -122,28 +121,17 @@ def test_two_processes_share_the_ports_metrics_and_stop_together(tmp_path, versi
     wait_for(lambda: not any(alive(pid) for pid in pids), timeout=10, what="the serving processes to be gone")
 
 
-class Traffic:
+class Traffic(BackgroundTraffic):
     """REST and gRPC requests for the latest version, each on a new connection, and requests for the highest
     version the status API reports AVAILABLE, sent right after it says so; every failure is kept."""
 
     def __init__(self, server):
         self.server, self.failures, self.latest, self.explicit = server, [], [], []
         self.unloaded_meanwhile = 0
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=fn, daemon=True) for fn in (self._rest, self._grpc, self._explicit)]
-
-    def __enter__(self):
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        for t in self._threads:
-            t.join(60)
+        super().__init__(self._rest, self._grpc, self._explicit)
 
     def _run(self, what, fn):
-        while not self._stop.is_set():
+        while not self.stopping.is_set():
             try:
                 fn()
             except Exception as e:  # noqa: BLE001 - any error is a lost request
