@@ -23,14 +23,23 @@ class ModelRegistry:
                  unloader: Optional[Callable[[Any], None]] = None, poll_seconds: float = 1.0, *,
                  allow_version_labels_for_unavailable_models: bool = False,
                  max_num_load_retries: int = 5, load_retry_interval_seconds: float = 60.0):
-        self._make = lambda spec: VersionManager(
-            spec, loader, unloader, poll_seconds, max_num_load_retries=max_num_load_retries,
-            load_retry_interval_seconds=load_retry_interval_seconds)
+        self._loader, self._unloader, self._poll_seconds = loader, unloader, poll_seconds
+        self._retries = dict(max_num_load_retries=max_num_load_retries,
+                             load_retry_interval_seconds=load_retry_interval_seconds)
         self.allow_unavailable_labels = allow_version_labels_for_unavailable_models
         self._managers = MappingProxyType({spec.name: self._make(spec) for spec in specs})
         self._retired: dict = {}  # models removed by a reload: their versions stay visible in status, as END
         self._reload_lock = threading.Lock()
         self._started = False
+
+    def loaders_for(self, spec: ModelSpec) -> tuple:
+        """(loader, unloader) of one model's VersionManager. A registry whose versions load elsewhere (the
+        coordinator of several serving processes) overrides this to give each model its own pair."""
+        return self._loader, self._unloader
+
+    def _make(self, spec: ModelSpec) -> VersionManager:
+        loader, unloader = self.loaders_for(spec)
+        return VersionManager(spec, loader, unloader, self._poll_seconds, **self._retries)
 
     # ------------------------------------------------------------------------------------ request path
 
