@@ -22,6 +22,8 @@ setup(
         "Pillow>=10",
         "grpcio>=1.60",
         "prometheus-client>=0.20",
+        "orjson>=3.9",
+        "pysimdjson>=7",
     ],
     entry_points={"console_scripts": ["digits=pipeline.cli:main", "digits-model-server=serving.model_servers.main:main"]},
 )

@@ -1,8 +1,8 @@
 """Numeric JSON lists -> numpy arrays for json_codec, and when a pass must be redone exactly.
 
-json_codec parses a predict body up to three ways: orjson (C, correctly rounded doubles), the json
-module (the same doubles), and rapidjson 1.1.0's reading (TF Serving's doubles: python-rapidjson when
-installed, else the emulation in rapidjson_numbers, ~20x slower). A Mode says
+json_codec parses a predict body up to four ways: simdjson (json_simd) and orjson (C, correctly
+rounded doubles), the json module (the same doubles), and rapidjson 1.1.0's reading (TF Serving's
+doubles: the emulation in rapidjson_numbers, ~20x slower). A Mode says
 which one produced the lists; a fast result that could differ from rapidjson's raises _NeedExact so
 the body is parsed again exactly. tests/unit/test_json_fast.py checks every shortcut against that.
 """

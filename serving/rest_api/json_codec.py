@@ -17,7 +17,8 @@ from serving.rest_api.json_arrays import (_INT_RANGES, MAX_RANK, _fast, _make_ar
                                          _StrictMode)
 from serving.rest_api.json_text import (TOO_DEEP, body_text, decode_b64, dtype_name, is_b64, is_element_object,
                                         json_type, parse_json, to_bytes, value_to_string)
-from serving.rest_api.rapidjson_numbers import NATIVE, to_double
+from serving.rest_api.json_simd import parse_plain
+from serving.rest_api.rapidjson_numbers import to_double
 
 __all__ = ["JsonCodecError", "PredictRequest", "parse_predict_request", "DEFAULT_SIGNATURE"]
 
@@ -53,6 +54,13 @@ def request_signature(doc: dict) -> str:
         raise JsonCodecError(f"JSON Value: {value_to_string(doc)} not formatted correctly. "
                              "'signature_name' key must be a string value.")
     return sig
+
+
+def _input_types(input_specs: InputSpecs, raw_sig: str) -> tuple:
+    """GetInfoMap(): (signature, {input name: dtype name}) for the request's signature_name."""
+    sig = raw_sig or DEFAULT_SIGNATURE
+    specs = input_specs(sig) if callable(input_specs) else input_specs
+    return sig, {name: _spec_dtype(spec) for name, spec in specs.items()}
 
 
 def format_error(doc, *parts: str) -> JsonCodecError:
@@ -219,13 +227,17 @@ def parse_predict_request(body: Union[bytes, str], input_specs: InputSpecs) -> P
     """FillPredictRequestFromJson(). `input_specs` maps input name -> dtype, (dtype, shape) or
     TensorSpec, or is a callable taking the signature name (like TF Serving's get_tensorinfo_map).
     Shapes are not checked here: TF Serving leaves that to the session run."""
+    try:  # simdjson pass: one uniform float tensor of plain numbers, read into an array in C
+        return PredictRequest(*parse_plain(body, lambda raw_sig: _input_types(input_specs, raw_sig)))
+    except _NeedExact:
+        pass
     try:  # orjson pass: plain numeric requests, parsed and converted in C
         return _parse_strict(body, input_specs)
     except _NeedExact:
         pass
     try:  # quick pass: correctly rounded floats; exact rapidjson emulation only when it could matter
-        try:  # (with python-rapidjson the exact pass is as quick: no need to guess)
-            return _parse_predict(body, input_specs, exact=NATIVE)
+        try:
+            return _parse_predict(body, input_specs, exact=False)
         except _NeedExact:
             return _parse_predict(body, input_specs, exact=True)
     except RecursionError:  # a nesting the json module decoded but printing it in a message did not
@@ -255,9 +267,7 @@ def _parse_strict(body, input_specs: InputSpecs) -> PredictRequest:
     raw_sig = doc.get("signature_name", "")
     if type(raw_sig) is not str:
         raise _NeedExact
-    sig = raw_sig or DEFAULT_SIGNATURE
-    specs = input_specs(sig) if callable(input_specs) else input_specs
-    types = {name: _spec_dtype(spec) for name, spec in specs.items()}
+    sig, types = _input_types(input_specs, raw_sig)
     mode = _StrictMode(body, doc)
     try:
         if "instances" in doc:
@@ -279,9 +289,7 @@ def _parse_predict(body, input_specs: InputSpecs, exact: bool) -> PredictRequest
     try:
         doc = parse_json(text, exact)
         raw_sig = request_signature(doc)
-        sig = raw_sig or DEFAULT_SIGNATURE
-        specs = input_specs(sig) if callable(input_specs) else input_specs
-        types = {name: _spec_dtype(spec) for name, spec in specs.items()}
+        sig, types = _input_types(input_specs, raw_sig)
         if not types:
             raise JsonCodecError(f"Failed to get input map for signature: {raw_sig or 'DEFAULT'}")
         if "instances" in doc:

@@ -19,7 +19,7 @@ import numpy as np
 
 from serving.errors import JsonCodecError
 from serving.rest_api.rapidjson_numbers import (FLOAT_MAX, PYTHON_DECODER, RAPIDJSON_DECODER, NumberTooBig,
-                                                native_decode, rapidjson_dtoa, to_double)
+                                                rapidjson_dtoa, to_double)
 
 IND = "    "  # PrettyWriter indent
 # rapidjson parses any depth; Python's json module and our recursive walks stop near sys.getrecursionlimit()
@@ -187,13 +187,9 @@ def body_text(body) -> str:
 
 def parse_json(text: str, exact: bool = True) -> dict:
     """ParseJson(): rapidjson accepts NaN/Infinity; the root must be an object. exact=False parses
-    floats correctly rounded at C speed instead (see may_round_differently()). exact=True reads with
-    python-rapidjson when installed and it is sure to agree (native_decode), else the emulation."""
+    floats correctly rounded at C speed instead (see may_round_differently())."""
     if not text:
         raise JsonCodecError("JSON Parse error: The document is empty")
-    doc = native_decode(text) if exact else None
-    if isinstance(doc, dict):
-        return doc
     surrogate = _LONE_SURROGATE.search(text) if "\\u" in text else None
     try:
         doc = (RAPIDJSON_DECODER if exact else PYTHON_DECODER).decode(text)

@@ -93,29 +93,6 @@ def _rj_int_hook(lit: str) -> int:
 PYTHON_DECODER = json.JSONDecoder()
 RAPIDJSON_DECODER = json.JSONDecoder(parse_float=_rj_float_hook, parse_int=_rj_int_hook)
 
-try:  # python-rapidjson (optional): rapidjson's own reader, ~20x faster than RAPIDJSON_DECODER
-    import rapidjson as _native
-except ImportError:
-    _native = None
-NATIVE = _native is not None
-
-
-def native_decode(text: str):
-    """The document as rapidjson 1.1.0 reads it, parsed in C by python-rapidjson, or None: then
-    RAPIDJSON_DECODER decides (errors included). python-rapidjson bundles a newer rapidjson whose
-    NM_NATIVE numbers are 1.1.0's default-precision ones (tests/unit/test_json_fast.py), but which
-    rejects literals overflowing a double (1.1.0 reads +-inf), lone low surrogates and invalid UTF-8,
-    and spells NaN/Inf its own way (NM_NAN is off): any error at all means "ask the emulation".
-    Integers past int64/uint64 come back as that double rather than as an int: every use of such
-    a value goes through to_double(), which gives the same double."""
-    if _native is None:
-        return None
-    try:
-        return _native.loads(text, number_mode=_native.NM_NATIVE)
-    except (ValueError, RecursionError, OverflowError, TypeError):
-        return None
-
-
 def may_round_differently(text) -> bool:
     """Whether some number literal has over 14 digits or an exponent: only those can parse to a
     double other than the correctly rounded one under rapidjson's default precision. (Any run of 16
