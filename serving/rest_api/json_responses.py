@@ -8,7 +8,8 @@ import numpy as np
 
 from serving.errors import JsonCodecError
 from serving.rest_api.json_arrays import NUMPY_TYPES, WRITABLE_DTYPES
-from serving.rest_api.json_text import IND, dtype_name, float_tokens, nest, pretty_tensor, quote, string_tokens
+from serving.rest_api.json_floats import float_tokens
+from serving.rest_api.json_text import IND, dtype_name, nest, pretty_tensor, quote, string_tokens
 
 
 def _tokens(a: np.ndarray, dt: str, name: str, depth: int) -> list:

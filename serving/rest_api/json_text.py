@@ -9,7 +9,6 @@ number rounding is applied through its parse_float hook, or skipped when it prov
 from __future__ import annotations
 
 import base64
-import ctypes
 import json
 import math
 import os
@@ -18,6 +17,7 @@ import re
 import numpy as np
 
 from serving.errors import JsonCodecError
+from serving.rest_api.json_floats import _float_tokens_small
 from serving.rest_api.rapidjson_numbers import (FLOAT_MAX, PYTHON_DECODER, RAPIDJSON_DECODER, NumberTooBig,
                                                 rapidjson_dtoa, to_double)
 
@@ -131,51 +131,7 @@ def value_to_string(v) -> str:
 
 def _decimal(x: float, single: bool) -> str:
     """WriteDecimal(): absl::StrCat's %.6g if it round-trips, else %.9g / %.17g; whole numbers get '.0'."""
-    return float_tokens(np.array([x], np.float32 if single else np.float64), single)[0]
-
-
-def float_tokens(flat: np.ndarray, single: bool) -> list:
-    """WriteDecimal() for a whole float32 (single) / float64 array: %.6g when it reads back as the
-    same value, else %.9g (float) / %.17g (double); "NaN", "Infinity", "-Infinity". Small arrays
-    (a batch-1 answer) go element by element, large ones test the round trip vectorised; the two
-    give the same text (tests/unit/test_json_fast.py)."""
-    if flat.size <= _SMALL:
-        return _float_tokens_small(flat.tolist(), single)
-    vals = flat.tolist()
-    toks = ["%.6g" % v for v in vals]
-    with np.errstate(all="ignore"):
-        back = np.array(toks, dtype=np.float64)
-        if single:
-            back = back.astype(np.float32)
-        finite = np.isfinite(flat)
-        redo = np.flatnonzero((back != flat) & finite).tolist()
-    fmt = "%.9g" if single else "%.17g"
-    for i in redo:
-        toks[i] = fmt % vals[i]
-    toks = [t if ("." in t or "e" in t) else t + ".0" for t in toks]
-    for i in np.flatnonzero(~finite).tolist():
-        v = vals[i]
-        toks[i] = "NaN" if v != v else ("Infinity" if v > 0 else "-Infinity")
-    return toks
-
-
-_SMALL = 64
-_c_float = ctypes.c_float  # c_float(d).value: static_cast<float>(d) as a Python float (inf on overflow)
-
-
-def _float_tokens_small(vals: list, single: bool) -> list:
-    fmt = "%.9g" if single else "%.17g"
-    toks = []
-    for v in vals:
-        if v - v != 0.0:  # inf or nan
-            toks.append("NaN" if v != v else ("Infinity" if v > 0 else "-Infinity"))
-            continue
-        t = "%.6g" % v
-        back = float(t)
-        if (_c_float(back).value if single else back) != v:
-            t = fmt % v
-        toks.append(t if ("." in t or "e" in t) else t + ".0")
-    return toks
+    return _float_tokens_small([x], single)[0]
 
 
 # ---- reading: rapidjson Reader, absl base64 ---------------------------------------------

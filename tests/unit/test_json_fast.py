@@ -11,7 +11,7 @@ import pytest
 
 from serving.rest_api.json_arrays import _Mode, _NeedExact, _to_float32
 from serving.rest_api.json_codec import _parse_predict, _parse_strict, parse_predict_request
-from serving.rest_api.json_text import _float_tokens_small, float_tokens
+from serving.rest_api.json_floats import _SMALL, _float_tokens_small, float_tokens
 
 SPECS = {"x": "float"}
 
@@ -200,8 +200,60 @@ def test_small_and_vectorised_float_text_agree():
         values = values.astype(np.float32 if single else np.float64)
         small = _float_tokens_small(values.tolist(), single)
         vectorised = float_tokens(values, single)  # > _SMALL values: the vectorised branch
-        assert len(values) > 64 and small == vectorised
+        assert len(values) > _SMALL and small == vectorised
 
+
+
+def _awkward_values(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Doubles where WriteDecimal's choices turn: whole numbers (with and without ".0"), the 1e6 / 1e9 /
+    1e16 / 1e17 edges of %g's fixed notation, halfway and near-whole values, -0.0, subnormals, the
+    float32 and double extremes, NaN and infinities."""
+    edges = np.array([0.0, -0.0, 1.0, -1.0, 0.5, 99999.95, 999999.0, 999999.4, 999999.5, 999999.94, 1e6, 1e6 + 0.5,
+                      -1e6, 1234567.0, 123456.4, 16777215.0, 16777216.0, 16777217.0, 999999999.0, 1e9, 1e9 + 1,
+                      4294967296.0, 1e15 + 0.875, 1e15 + 0.125, 2.0**52 + 1, 2.0**53 - 1, 9999999999999998.0, 1e16,
+                      1e17, 1e17 + 16, 12345678901234567.0, 1e-5, 1e-4, 0.0001, 1e-45, 1.4e-45, 1.17549435e-38,
+                      3.4028235e38, 3.4028234e38, 5e-324, 2.2250738585072014e-308, 1.7976931348623157e308, 1e308,
+                      1e-310, 1e38, 1e39, np.nan, -np.nan, np.inf, -np.inf])
+    whole = np.rint(rng.standard_normal(n) * 10.0 ** rng.integers(0, 18, n))
+    near = whole + rng.choice([-0.5, 0.5, 1e-7, -1e-7, 0.49, 1e-3], n)
+    bits = rng.integers(0, 2**64, n, dtype=np.uint64).view(np.float64)
+    bits32 = rng.integers(0, 2**32, n, dtype=np.uint64).astype(np.uint32).view(np.float32).astype(np.float64)
+    scaled = rng.standard_normal(n) * 10.0 ** rng.integers(-320, 308, n)
+    pool = np.concatenate([edges, whole, near, bits, bits32, scaled, rng.random(n), np.round(rng.random(n), 3)])
+    return pool[rng.integers(0, pool.size, n)]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_vectorised_float_text_equals_value_by_value_on_awkward_mixes(seed):
+    """Arrays mixing every kind of value, in proportions that take each branch of the vectorised path
+    (mostly %.6g, mostly the longer text, some non-finite, all non-finite)."""
+    rng = np.random.default_rng(seed)
+    for _ in range(60):
+        n = int(rng.integers(_SMALL + 1, 3000))
+        with np.errstate(invalid="ignore"):  # NaN bit patterns cast
+            values = _awkward_values(rng, n)
+        if rng.random() < 0.3:  # mostly short texts: only a few values keep all their digits
+            values = np.where(rng.random(n) < 0.9, np.round(rng.random(n), int(rng.integers(0, 6))), values)
+        if rng.random() < 0.05:
+            values = np.full(n, rng.choice([np.nan, np.inf, -np.inf]))
+        for dtype in (np.float32, np.float64):
+            with np.errstate(over="ignore", invalid="ignore"):
+                a = values.astype(dtype)
+            single = dtype == np.float32
+            assert float_tokens(a, single) == _float_tokens_small(a.tolist(), single), (dtype, a[:8])
+
+
+def test_vectorised_float_text_on_whole_numbers_and_long_arrays():
+    """Whole-number tensors (every text gets ".0" or not) and an MNIST-image-sized one."""
+    rng = np.random.default_rng(5)
+    for a64 in (np.arange(-5000, 5000, dtype=np.float64), np.arange(0, 3e9, 1e6 - 1), rng.random(78400),
+                np.linspace(-1e7, 1e7, 30001), -np.zeros(100)):
+        for dtype in (np.float32, np.float64):
+            a = a64.astype(dtype)
+            single = dtype == np.float32
+            assert float_tokens(a, single) == _float_tokens_small(a.tolist(), single)
+    assert float_tokens(-np.zeros(100, np.float32), True) == ["-0.0"] * 100
+    assert float_tokens(np.full(100, 1e6), False) == ["1e+06"] * 100
 
 # ---- plain-number bodies: the orjson pass's shortcuts against the exact (rapidjson) pass -----------
 

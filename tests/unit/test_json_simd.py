@@ -131,7 +131,13 @@ def test_the_mnist_bodies_clients_send_take_the_simdjson_pass():
     b'{"instances": [1.0], "instances": 2.0}', b'{"inputs": {"x": [1.0], "x": 2.0}}',  # simdjson: the first
     b'{"signature_name": "a", "instances": [1.0], "signature_name": "b"}',
     b'{"instances": [1.0], "signature_name": "\\u005b"}',
-    b'{"signature_name": "\\u005b", "instances": [[1, 2], [3, [4]]]}',  # an escaped '[' pays for none b'{"instances": [1.0], "other": 1}',
+    b'{"signature_name": "\\u005b", "instances": [[1, 2], [3, [4]]]}',  # an escaped '[' pays for none
+    b'{"instances": [1.0], "other": 1}',
+    b'{"instances": [[1, 2, 3], [4]], "signature_name": ",[,]"}',  # nor a string's brackets
+    b'{"signature_name": "[[,],[,]]", "instances": [[1, [2]], [3, 4]]}',
+    b'{"signature_name": "]", "instances": [[1, 2], [3, 4], [5]]}', b'{"inputs": {"x": [[1], []]}}',
+    b'{"instances": [[1, 2, 3], [4]], "signature_name": "], ["}', b'{"instances": [[1, 2], [3, 1e]]}',
+    b'{"instances": [[1, 2], [true, 4]]}', b'{"instances": [[1, 2], [3, 4], []]}', b'{"instances": [[1, 2], [3, 4]],}',
     b'{"instances": [1.0], "inputs": [1.0]}', b'{"instances": [1.0], "signature_name": 5}',
     b'{"inputs": {"x": [1.0], "y": [2.0]}}', b'{"inputs": {"y": [1.0]}}', b'{"inputs": {"b64": "AAAA"}}',
     b'{"instances": [1.0]} 5', b'{"instances": [1.0]}\xff', b'{"instances": [01.5]}', b'[1.0]', b'',
@@ -149,6 +155,7 @@ def test_bodies_it_cannot_prove_go_to_the_other_passes(body, dtype):
 @pytest.mark.parametrize("body", [
     b'{"signature_name": "[0, 1e5] [[", "instances": [[1.5, 2], [3, -0.0]]}',
     b'{"instances":[[1.5,2],[3,-0.0]],"signature_name":"sig [with] 1.5e3 \xc3\xa9"}',
+    b'{"instances": [[1.5, 2], [3, -0.0]], "signature_name": "], [5, 6"}',
     b' \n\t{ "inputs" :\r\n [ [ 1.5 ,2 ] ,\n\t[3 , -0.0 ] ] }\n ',
     b'{"inputs": {"x": [[1.5, 2], [3, -0.0]]}, "signature_name": ""}',
     b'{"inputs": {"x": [[15e-1, 2E0], [3, -0]]}}',
@@ -164,6 +171,18 @@ def test_layouts_strings_and_signed_zeros_keep_every_bit(body):
         else:
             _check_plain(body, specs, want)
         _assert_same(_full(body, specs), want, body)
+
+
+def test_names_and_signatures_made_of_number_and_bracket_bytes_are_taken():
+    """Names and signatures made of number, bracket and comma bytes neither fool the bracket count nor
+    stop a uniform tensor from being taken. (As float: for double, a string's "9e9" is a rounding risk
+    the other passes decide.)"""
+    name = "e 1,[E-]."
+    for body in (b'{"inputs": {"e 1,[E-].": [[1.5, 2], [3, -0.0]]}, "signature_name": "9e9 [,] "}',
+                 b'{"signature_name":"[[,],[,]]","inputs":{"e 1,[E-].":[[1.5,2],[3,-0.0]]}}'):
+        _check_plain(body, {name: "float"}, _exact(body, {name: "float"}))
+    ragged = b'{"inputs": {"e 1,[E-].": [[1.5, 2, 3], [-0.0]]}, "signature_name": "9e9 [,]"}'
+    assert _plain(ragged, {name: "float"}) is None
 
 
 def test_other_dtypes_and_several_inputs_keep_the_current_passes():
