@@ -13,7 +13,7 @@ import simdjson
 
 from serving.rest_api.json_arrays import _NeedExact
 from serving.rest_api.json_codec import _input_types, parse_predict_request
-from tests.unit.test_json_fast import _assert_same, _exact, _layout, _literals, _long_literal, _short_literal
+from tests.unit.test_json_fast import _assert_same, _exact, _full, _layout, _literals, _long_literal, _short_literal
 
 
 def _plain(body, specs):
@@ -23,13 +23,6 @@ def _plain(body, specs):
         return parse_plain(body, lambda raw_sig: _input_types(specs, raw_sig))
     except _NeedExact:
         return None
-
-
-def _full(body, specs):
-    try:
-        return parse_predict_request(body, specs)
-    except Exception as e:  # noqa: BLE001
-        return e
 
 
 def _check_plain(body, specs, want):
