@@ -96,5 +96,6 @@ lock:  ## re-resolve requirements.in and requirements-tools.in into their .lock 
 	uv pip compile requirements-tools.in --python-version 3.10 --python-platform x86_64-manylinux_2_28 \
 	  --no-header --annotation-style line -o requirements-tools.lock
 
-clean:  ## remove run outputs (artifacts/), keeping .venv
-	rm -rf artifacts build tests/artifacts
+clean:  ## remove the pipeline's outputs; keeps .venv and the served models (artifacts/serving)
+	rm -rf artifacts/pipeline artifacts/bench build tests/artifacts
+	@if [ -d artifacts/serving ]; then echo "kept artifacts/serving (the served models): delete it by hand if you mean to"; fi
