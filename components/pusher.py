@@ -22,6 +22,9 @@ from tfx.utils import io_utils, proto_utils
 STAGING_PREFIX = ".staging-"
 
 
+# On the PushedModel artifact: 1 when this push made a new version, 0 when the newest one already served it.
+NEW_VERSION_PROPERTY = "new_version"
+
 def existing_versions(model_dir: str) -> List[int]:
     """Integer version directories, as TF Serving discovers them (other names are ignored)."""
     if not fileio.exists(model_dir):
@@ -88,10 +91,12 @@ class Executor(pusher_executor.Executor):
             raise NotImplementedError("this Pusher writes to a file-system destination only")
         model_dir = destination.filesystem.base_directory
         target = newest_identical_version(model_path, model_dir)
-        if target:
+        already_served = target is not None
+        if already_served:
             logging.info("Pusher: %s already serves this model; no new version", target)
         else:
             target = push_atomically(model_path, model_dir)
             logging.info("Pusher: model %s is now served from %s", model_path, target)
         io_utils.copy_dir(model_path, model_push.uri)  # archived with the push, as TFX's Pusher does
         self._MarkPushed(model_push, pushed_destination=target, pushed_version=os.path.basename(target))
+        model_push.set_int_custom_property(NEW_VERSION_PROPERTY, 0 if already_served else 1)

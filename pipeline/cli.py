@@ -3,7 +3,7 @@
     digits run                       # the whole pipeline on the embedded defaults
     digits run --epochs 1 --train-examples 5000 --accuracy-floor 0.9
     DIGITS_SERVING_DIR=/srv/models digits run
-    digits run --help                # every option, its default and its environment variable
+    digits run --help                # every option by group, its default and its environment variable
     digits predict seven.png         # ask the model server which digit an image shows
     digits predict --help
     digits serve                     # the model server on what `digits run` pushed (make serve)
@@ -21,12 +21,13 @@ import os
 # that the trainer, the exported model and every test agree on one Keras.
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 
-import argparse  # noqa: E402
 import sys  # noqa: E402
+import time  # noqa: E402
 import warnings  # noqa: E402
 from typing import Optional, Sequence  # noqa: E402
 
 from pipeline import config as config_lib  # noqa: E402
+from pipeline import config_flags  # noqa: E402
 
 # Errors whose message already says what is wrong and how to fix it: shown without a traceback.
 _USER_ERRORS = ("ConfigError", "DataSourceError", "DataAnomaliesError")
@@ -53,7 +54,7 @@ def _run(argv: Sequence[str]) -> int:
         return 2
     logging.set_verbosity(logging.INFO)
     warnings.filterwarnings("ignore", category=FutureWarning, module="google")  # Python 3.10 notices
-    from pipeline import local_runner
+    from pipeline import local_runner, outcomes
 
     try:
         summary = local_runner.run(config)
@@ -61,11 +62,17 @@ def _run(argv: Sequence[str]) -> int:
         known = _user_error(error)
         if known is None:
             raise
+        outcome = "stopped_by_data_validation" if type(known).__name__ == "DataAnomaliesError" else "error"
+        path = outcomes.write(config.pipeline_root, time.strftime("stopped-%Y%m%dT%H%M%SZ", time.gmtime()),
+                              outcome, message=str(known))
         print(f"\ndigits run stopped: {known}\nEarlier artifacts, the serving directory and earlier metadata "
-              f"are intact.", file=sys.stderr)
-        return 1
+              f"are intact.\noutcome: {outcome} ({path})", file=sys.stderr)
+        return outcomes.EXIT_CODES[outcome]
+    outcome = outcomes.of_summary(summary)
+    path = outcomes.write(config.pipeline_root, summary.run_id, outcome, summary)
     print(summary.render())
-    return 0
+    print(f"outcome: {outcome} ({path})")
+    return outcomes.EXIT_CODES[outcome]
 
 
 def _predict(argv: Sequence[str]) -> int:
@@ -124,10 +131,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] and argv[0] in _PASS_THROUGH:
         return _PASS_THROUGH[argv[0]][0](argv[1:])
-    parser = argparse.ArgumentParser(prog="digits", description="The digits MNIST pipeline and its tools.")
+    # One-line argparse errors, for `digits run` too (subparsers take their parent's class).
+    parser = config_flags.OneLineParser(prog="digits", description="The digits MNIST pipeline and its tools.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     run_parser = commands.add_parser(
-        "run", help="run the TFX pipeline (LocalDagRunner)",
+        "run", allow_abbrev=False, usage="%(prog)s [options]", help="run the TFX pipeline (LocalDagRunner)",
         description="Run the TFX pipeline locally. Options override DIGITS_* environment variables, "
                     "which override the defaults.")
     config_lib.add_arguments(run_parser)

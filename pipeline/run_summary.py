@@ -9,6 +9,7 @@ from typing import Dict, List, Optional
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
+from components.pusher import NEW_VERSION_PROPERTY
 from components.report import REPORT_FILE, SUMMARY_FILE, HtmlReport
 from pipeline.config import PipelineConfig
 
@@ -33,10 +34,12 @@ class RunSummary:
     report_path: Optional[str]
     config: PipelineConfig
     served_version: Optional[int] = None  # with baseline=serving-dir: the version compared against, 0 = none
+    pushed_new: bool = False  # this run made a new version (not a cached push, not a model already served)
 
     def render(self) -> str:
         lines = [f"digits run {self.run_id}"]
         lines += [f"  {run.node_id:<32} {run.state.lower():<9} {run.seconds:7.1f} s" for run in self.components]
+        lines.append(f"trained on: {self.config.describe_training_set()}")
         verdict = self.verdict
         if verdict:
             accuracy = verdict.get("accuracy")
@@ -49,8 +52,11 @@ class RunSummary:
                 lines.append("blessed: no — " + "; ".join(verdict.get("reasons") or ["see the report"]))
                 lines.append("  (the gate kept this model from serving; train longer with --epochs, try another "
                              "--seed, or change --accuracy-floor / --max-accuracy-drop if the gate is too strict)")
-        if self.pushed:
+        if self.pushed and self.pushed_new:
             lines.append(f"pushed: version {self.pushed_version} at {self.pushed_path}")
+        elif self.pushed:
+            lines.append(f"pushed: nothing new; version {self.pushed_version} at {self.pushed_path} already serves "
+                         "this model")
         else:
             lines.append(f"pushed: no; {self.config.model_serving_dir} is unchanged")
         if self.report_path:
@@ -106,7 +112,7 @@ def collect(config: PipelineConfig, connection: metadata_store_pb2.ConnectionCon
     report_type = store.get_artifact_type(HtmlReport.TYPE_NAME)
 
     components, pushed, pushed_version, pushed_path, report_dir = [], False, None, None, None
-    served_version = None
+    served_version, pushed_new = None, False
     for execution in executions:
         seconds = (execution.last_update_time_since_epoch - execution.create_time_since_epoch) / 1000.0
         components.append(ComponentRun(node_of.get(execution.id, execution.type),
@@ -118,6 +124,9 @@ def collect(config: PipelineConfig, connection: metadata_store_pb2.ConnectionCon
                 if pushed:
                     pushed_version = properties["pushed_version"].string_value
                     pushed_path = properties["pushed_destination"].string_value
+                    pushed_new = (execution.last_known_state != metadata_store_pb2.Execution.CACHED
+                                  and bool(properties[NEW_VERSION_PROPERTY].int_value
+                                           if NEW_VERSION_PROPERTY in properties else 1))
             if "served_version" in properties:  # ServedBaseline's output
                 served_version = properties["served_version"].int_value
             if artifact.type_id == report_type.id:
@@ -130,4 +139,4 @@ def collect(config: PipelineConfig, connection: metadata_store_pb2.ConnectionCon
         run_id=run.name, components=components, verdict=verdict, pushed=pushed,
         pushed_version=pushed_version, pushed_path=pushed_path,
         report_path=os.path.join(report_dir, REPORT_FILE) if report_dir else None, config=config,
-        served_version=served_version)
+        served_version=served_version, pushed_new=pushed_new)

@@ -89,6 +89,8 @@ def test_second_identical_run_hits_the_cache_and_pushes_nothing_new(pipeline_run
     # blesses, and the Pusher sees the newest version already serves it.
     assert second.verdict["has_baseline"] and second.verdict["blessed"]
     assert second.pushed_version == first.pushed_version and snapshot(config.serving_dir) == before
+    assert first.pushed_new and not second.pushed_new
+    assert f"pushed: nothing new; version {first.pushed_version}" in second.render()
 
 
 def test_a_model_below_the_floor_is_not_pushed(pipeline_run):
@@ -187,3 +189,4 @@ def test_served_baseline_is_cached_while_nothing_new_is_served(served_baseline_r
     assert third.served_version == int(first.pushed_version) and third.verdict["has_baseline"]
     assert third.verdict["baseline_accuracy"] == third.verdict["accuracy"] and third.verdict["blessed"]
     assert third.pushed_version == first.pushed_version and snapshot(config.serving_dir) == served_after_first
+    assert not third.pushed_new and "pushed: nothing new" in third.render()

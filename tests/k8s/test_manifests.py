@@ -281,6 +281,19 @@ def test_scheduled_runs_push_where_tf_serving_reads(builds):
     assert pushed == posixpath.relpath(serving_options(build).model_base_path, read_mount["mountPath"])
 
 
+def test_quiet_nights_succeed_and_bad_data_fails_the_job_without_retries(builds):
+    from pipeline import outcomes
+    job = builds["local"].get("CronJob", "digits-pipeline")["spec"]["jobTemplate"]["spec"]
+    assert job["template"]["spec"]["restartPolicy"] == "Never"  # podFailurePolicy needs it
+    (fail,) = [r for r in job["podFailurePolicy"]["rules"] if r["action"] == "FailJob"]
+    no_retry = set(fail["onExitCodes"]["values"])
+    assert fail["onExitCodes"]["operator"] == "In" and fail["onExitCodes"]["containerName"] == "pipeline"
+    assert no_retry == {2, outcomes.EXIT_CODES["stopped_by_data_validation"]}
+    quiet = ("pushed", "already_served", "not_blessed")
+    assert all(outcomes.EXIT_CODES[o] == 0 for o in quiet), "a quiet night is a successful Job"
+    assert outcomes.EXIT_CODES["error"] not in no_retry and job["backoffLimit"] >= 1
+
+
 def test_scheduled_runs_follow_the_config_schedule_one_at_a_time(builds):
     cron = builds["local"].get("CronJob", "digits-pipeline")["spec"]
     assert cron["schedule"] == CONFIG.schedule

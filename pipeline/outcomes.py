@@ -1,0 +1,62 @@
+"""The outcome of one ``digits run``: one table, one exit code each, and ``summary.json`` for scripts.
+
+| outcome                      | exit | meaning                                                          |
+|------------------------------|------|------------------------------------------------------------------|
+| ``pushed``                   | 0    | a new version is in the serving directory                        |
+| ``already_served``           | 0    | blessed, but the newest served version is this same model        |
+| ``not_blessed``              | 0    | the Evaluator's gate held the model back; serving is unchanged   |
+| ``stopped_by_data_validation``| 3   | the data broke the schema; nothing trained; fix the data         |
+| ``error``                    | 1    | anything else (a retry may help); 2 is a bad command line        |
+
+A quiet night (nothing new to serve, or a model no better) is a successful run: exit 0, so a
+CronJob does not count it as a failure nor retry it; ``summary.json``'s ``outcome`` tells them
+apart. Data that breaks the schema will break the next attempt too: its own code, which the
+CronJob's podFailurePolicy turns into a failed Job without retries (k8s/components/scheduled-runs).
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from typing import Optional
+
+EXIT_CODES = {"pushed": 0, "already_served": 0, "not_blessed": 0, "stopped_by_data_validation": 3, "error": 1}
+SUMMARY_NAME = "summary.json"
+
+
+def of_summary(summary) -> str:
+    """The outcome of a run that completed, from its RunSummary."""
+    if summary.pushed and summary.pushed_new:
+        return "pushed"
+    if summary.pushed:
+        return "already_served"
+    return "not_blessed"
+
+
+def summary_path(pipeline_root: str, run_id: str) -> str:
+    return os.path.join(pipeline_root, "runs", run_id, SUMMARY_NAME)
+
+
+def write(pipeline_root: str, run_id: str, outcome: str, summary=None, message: Optional[str] = None) -> str:
+    """Writes ``<pipeline_root>/runs/<run id>/summary.json`` (by a rename: a reader never sees half of
+    it) and returns its path."""
+    record = {"run_id": run_id, "outcome": outcome, "exit_code": EXIT_CODES[outcome],
+              "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    if summary is not None:
+        verdict = summary.verdict or {}
+        record.update({
+            "test_accuracy": verdict.get("accuracy"), "test_examples": verdict.get("example_count"),
+            "blessed": bool(verdict.get("blessed")), "reasons": verdict.get("reasons") or [],
+            "baseline_accuracy": verdict.get("baseline_accuracy"),
+            "version": int(summary.pushed_version) if summary.pushed_version else None,
+            "serving_dir": summary.config.model_serving_dir, "report": summary.report_path,
+            "components": {c.node_id: {"state": c.state, "seconds": round(c.seconds, 1)}
+                           for c in summary.components}})
+    if message:
+        record["message"] = message
+    path = summary_path(pipeline_root, run_id)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(record, f, indent=2)
+    os.replace(path + ".tmp", path)
+    return path
