@@ -5,13 +5,16 @@
     DIGITS_SERVING_DIR=/srv/models digits serve
 
 The serving directory and model name come from the pipeline's config (defaults and DIGITS_* variables),
-so this serves exactly what ``digits run`` with the same environment pushed.
+so this serves exactly what ``digits run`` with the same environment pushed. A relative serving
+directory (the default is artifacts/serving) is resolved against the current directory, as ``digits
+run`` resolves it: start both from the project's directory, or set DIGITS_SERVING_DIR to an absolute
+path. The first line printed names the directory the server watches.
 """
 from __future__ import annotations
 
 import os
 import sys
-from typing import Sequence
+from typing import Optional, Sequence
 
 from pipeline import config as config_lib
 
@@ -37,18 +40,57 @@ def waits_for_first_push(config: config_lib.PipelineConfig, flags: Sequence[str]
         return True
 
 
+def watched_dir(config: config_lib.PipelineConfig, flags: Sequence[str]) -> Optional[str]:
+    """The absolute directory the server watches for versions: the last --model_base_path given (later flags
+    win), else the config's; None when --model_config_file names the models instead."""
+    values = {}
+    for flag in flags:
+        name, _, value = flag.partition("=")
+        values[name] = value
+    if values.get("--model_config_file"):
+        return None
+    chosen = values.get("--model_base_path")
+    return os.path.abspath(chosen or config.model_serving_dir)
+
+
+def watch_line(config: config_lib.PipelineConfig, flags: Sequence[str], environ=os.environ) -> Optional[str]:
+    """The one line that says which directory is watched and where that came from."""
+    directory = watched_dir(config, flags)
+    if directory is None:
+        return None
+    given = [flag.partition("=")[2] for flag in flags if flag.startswith("--model_base_path=")]
+    if given and given[-1]:
+        return f"digits serve: watching {directory} for versions (from --model_base_path)"
+    name = config_lib.ENV_PREFIX + "SERVING_DIR"
+    source = (f"{name}={environ[name]}" if name in environ else
+              f"the default serving_dir {config_lib.PipelineConfig.serving_dir}")
+    relative = "" if os.path.isabs(config.serving_dir) else \
+        f", relative to the current directory {os.getcwd()} as for `digits run`; set {name} to serve another"
+    return (f"digits serve: watching {directory} for versions of model {config.model_name!r} "
+            f"({source}{relative})")
+
+
 def main(argv: Sequence[str]) -> int:
-    if any(arg in ("-h", "--help") for arg in argv):
-        print(__doc__.strip() + "\n\nServer flags (tensorflow_model_server's):\n")
+    from serving.model_servers import main as server
+
+    if any(arg in ("-h", "--help", "--version") for arg in argv):  # nothing is started: no config, no notices
+        try:
+            if "--version" not in argv:
+                print(__doc__.strip() + "\n\nServer flags (tensorflow_model_server's):\n")
+            return server.main(list(argv))
+        except BrokenPipeError:  # `digits serve --help | head`: the reader left
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the flush at exit would fail again
+            return 1
     try:
         config = config_lib.from_sources([])
     except config_lib.ConfigError as error:
         print(f"digits serve: {error}", file=sys.stderr)
         return 2
+    line = watch_line(config, argv)
+    if line:
+        print(line, file=sys.stderr, flush=True)
     if waits_for_first_push(config, argv):
         print(f"digits serve: no model version under {os.path.abspath(config.model_serving_dir)} yet. "
               "`make run` pushes one when the Evaluator blesses the model (its summary says why it did not); "
               "the server waits and serves the first version that appears.", file=sys.stderr)
-    from serving.model_servers import main as server
-
     return server.main(server_flags(config) + list(argv))

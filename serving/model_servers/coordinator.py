@@ -19,7 +19,6 @@ import functools
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -31,6 +30,7 @@ from serving.errors import ServingError
 from serving.model_servers.coordinated_registry import CoordinatedRegistry, Loaded
 from serving.model_servers.ipc import THREAD, ChannelClosed
 from serving.model_servers.metrics import ServingMetrics
+from serving.model_servers import ports
 from serving.model_servers.options import OptionsError
 from serving.model_servers.serving_process import ServingProcess
 
@@ -212,12 +212,7 @@ class Coordinator:
     def _check_ports(self) -> None:
         """Fails early (before any load) when another program listens on a TCP port; the serving
         processes bind with SO_REUSEPORT, which would otherwise share a port with a stranger."""
-        o = self.options
-        for port in (o.port, o.rest_api_port if o.rest_api_enabled else 0):
-            if port:
-                with socket.socket() as probe:
-                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                    probe.bind(("0.0.0.0", port))
+        ports.refuse_taken(self.options)
 
     def start(self) -> None:
         """Starts the processes, loads every model in all of them (as ServerCore::Create waits), then

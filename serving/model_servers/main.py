@@ -31,7 +31,7 @@ from typing import Optional, Sequence  # noqa: E402
 from serving.errors import ServingError  # noqa: E402
 from serving.model_servers.options import (OptionsError, ServerOptions, parse_args, serving_processes,  # noqa: E402
                                            usage)
-from serving.model_servers import server_config  # noqa: E402
+from serving.model_servers import ports, server_config  # noqa: E402
 
 log = logging.getLogger("digits.model_server")
 
@@ -266,11 +266,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if options.enable_profiler:
             log.info("%s", PROFILER_NOT_PROVIDED)
         processes = serving_processes(options)
+        ports.refuse_taken(options)  # before anything loads; the serving processes still share their ports
         if processes == 1:  # else each serving process configures its own TensorFlow
             _configure_tensorflow(options)
     except OptionsError as e:
         print(f"digits-model-server: {e}", file=sys.stderr)
         return 2
+    except ports.PortInUse as e:
+        log.error("Failed to start the server: %s", e)
+        return 1
     if processes > 1:
         from serving.model_servers.coordinator import serve
         return serve(options, config, processes)
