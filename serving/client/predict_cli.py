@@ -2,6 +2,11 @@
 
     digits predict seven.png drawing.jpg        # REST on localhost:8501
     digits predict batch.npy --grpc --json      # gRPC on localhost:8500, machine-readable output
+
+Every image is answered even when others cannot be read: each failure is one line on stderr (and an
+``error`` entry with --json), and the exit status is 1. Images the model will likely misread (far
+smaller than MNIST's digits, several separate marks) are answered with a warning on stderr (and in
+the JSON entry's ``warnings``).
 """
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ import json
 import os
 import sys
 import warnings
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -55,29 +60,44 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              args.signature_name, args.grpc, args.timeout)
     except ValueError as e:
         parser.error(str(e))
-    from serving.client.mnist_image import ImageError, load_labelled
+    from serving.client.mnist_image import load_checked
 
-    try:
-        names: List[str] = []
-        batches = []
-        for path in args.images:
-            labelled = load_labelled(path)
-            names += labelled[0]
-            batches.append(labelled[1])
-        with client:
-            probabilities = client.predict(np.concatenate(batches))
-    except (ClientError, ImageError) as e:
-        print(f"digits predict: {e}", file=sys.stderr)
-        return 1
-    digits = probabilities.argmax(axis=1)
+    prepared = [item for path in args.images for item in load_checked(path)]
+    good = [item for item in prepared if item.error is None]
+    probabilities = np.zeros((0, 10), np.float32)
+    if good:
+        try:
+            with client:
+                probabilities = client.predict(np.stack([item.image for item in good]))
+        except ClientError as e:
+            for item in prepared:
+                if item.error:
+                    _tell(str(item.error))
+            _tell(str(e))
+            return 1
+    answers = iter(probabilities)  # one per good image, in order
+    rows = []
+    for item in prepared:  # in the order given: a bad file is reported and the others are still answered
+        if item.error:
+            _tell(str(item.error))
+            rows.append({"image": item.name, "error": str(item.error)})
+            continue
+        p = next(answers)
+        d = int(p.argmax())
+        if not args.json:
+            print(f"{item.name}: {d} (p={p[d]:.3f})")
+        for warning in item.warnings:
+            _tell(f"warning: {warning}")
+        rows.append({"image": item.name, "digit": d, "probability": shortest_float32(p[d]),
+                     "probabilities": [shortest_float32(v) for v in p], "warnings": list(item.warnings)})
     if args.json:
-        print(json.dumps([{"image": name, "digit": int(d), "probability": shortest_float32(p[d]),
-                           "probabilities": [shortest_float32(v) for v in p]}
-                          for name, d, p in zip(names, digits, probabilities)], indent=1))
-    else:
-        for name, d, p in zip(names, digits, probabilities):
-            print(f"{name}: {d} (p={p[d]:.3f})")
-    return 0
+        print(json.dumps(rows, indent=1))
+    return 1 if len(good) < len(prepared) else 0
+
+
+def _tell(message: str) -> None:
+    sys.stdout.flush()  # answers and messages stay in order on a terminal
+    print(f"digits predict: {message}", file=sys.stderr)
 
 
 if __name__ == "__main__":

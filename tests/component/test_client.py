@@ -210,6 +210,7 @@ def test_predict_json_and_npy_batches(rest, served, digits, tmp_path, capsys):
     assert [row["digit"] for row in doc] == want.argmax(axis=1).tolist()
     assert np.array_equal(np.array([row["probabilities"] for row in doc], np.float32), want)
     assert [np.float32(row["probability"]) for row in doc] == want.max(axis=1).tolist()
+    assert [row["warnings"] for row in doc] == [[], [], []]
     code, out, _ = run(capsys, ["--server", rest, batch])
     assert [line.split(":")[0] for line in out.splitlines()] == [f"{batch}[{i}]" for i in range(3)]
 
@@ -239,6 +240,57 @@ def test_predict_bad_image_exits_1(rest, tmp_path, capsys):
     Image.new("L", (64, 64), 255).save(blank)
     code, out, err = run(capsys, ["--server", rest, blank])
     assert (code, out, err) == (1, "", f"digits predict: no digit found in {blank}: the image is blank\n")
+
+
+def test_predict_answers_every_good_file_around_bad_ones(rest, served, photos, tmp_path, capsys):
+    """A bad file (or a bad image of a .npy batch) is one stderr line; the others are still answered; exit 1."""
+    notes = tmp_path / "notes.png"
+    notes.write_text("shopping list")
+    batch = str(tmp_path / "batch.npy")
+    np.save(batch, np.stack([np.asarray(Image.open(photos[2]).convert("L")), np.full((200, 300), 235)]))
+    code, out, err = run(capsys, ["--server", rest, photos[0], str(notes), photos[1], batch])
+    probabilities = core_probabilities(served, np.concatenate([load_images(p) for p in photos[:3]]))
+    names = [photos[0], photos[1], f"{batch}[0]"]
+    assert code == 1
+    assert out.splitlines() == [f"{n}: {p.argmax()} (p={p.max():.3f})" for n, p in zip(names, probabilities)]
+    assert err.splitlines() == [
+        f"digits predict: {notes} is neither an image Pillow can read nor a .npy array: pass a PNG, JPEG, BMP, "
+        f"GIF, TIFF or WebP image, or an array saved with numpy.save",
+        f"digits predict: no digit found in {batch}[1]: the image is blank"]
+    code, out, _ = run(capsys, ["--server", rest, "--json", photos[0], str(notes), photos[1]])
+    doc = json.loads(out)
+    assert code == 1 and [row["image"] for row in doc] == [photos[0], str(notes), photos[1]]
+    assert doc[1] == {"image": str(notes), "error": err.splitlines()[0][len("digits predict: "):]}
+    assert [doc[0]["digit"], doc[2]["digit"]] == probabilities[:2].argmax(axis=1).tolist()
+    assert doc[0]["warnings"] == doc[2]["warnings"] == []
+
+
+def test_predict_says_noise_is_noise(rest, photos, tmp_path, capsys):
+    noise = str(tmp_path / "noise.png")
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (120, 160), dtype=np.uint8)).save(noise)
+    code, out, err = run(capsys, ["--server", rest, noise, photos[0]])
+    assert code == 1 and out.startswith(f"{photos[0]}: ")
+    assert err == f"digits predict: no single digit found in {noise}: the image looks like noise\n"
+
+
+def test_predict_warns_about_tiny_images_and_several_marks(rest, served, digits, tmp_path, capsys):
+    """The answer stays (the model still reads one digit); stderr and the JSON say why not to trust it."""
+    images, labels, _ = digits
+    tiny = str(tmp_path / "tiny.png")
+    one = images[np.asarray(labels) == 1][0].astype(np.uint8)
+    Image.fromarray(one).resize((8, 8), Image.LANCZOS).save(tiny)
+    pair = str(tmp_path / "pair.png")
+    Image.fromarray(np.concatenate([images[0], images[1]], axis=1).astype(np.uint8)).save(pair)
+    code, out, err = run(capsys, ["--server", rest, tiny, pair])
+    probabilities = core_probabilities(served, np.concatenate([load_images(tiny), load_images(pair)]))
+    assert code == 0
+    assert out.splitlines() == [f"{n}: {p.argmax()} (p={p.max():.3f})" for n, p in zip((tiny, pair), probabilities)]
+    tiny_warning = (f"{tiny} is only 8x8 pixels, far smaller than MNIST's 28x28: a digit enlarged that much is "
+                    f"often misread; use a larger image")
+    pair_warning = f"{pair} holds 2 separate marks: one digit per image is read; crop each digit into its own image"
+    assert err.splitlines() == [f"digits predict: warning: {tiny_warning}", f"digits predict: warning: {pair_warning}"]
+    code, out, _ = run(capsys, ["--server", rest, "--json", tiny, pair])
+    assert code == 0 and [row["warnings"] for row in json.loads(out)] == [[tiny_warning], [pair_warning]]
 
 
 @pytest.mark.parametrize("argv", [[], ["--model-version", "1", "--model-label", "x", "a.png"],

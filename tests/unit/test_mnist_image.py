@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from serving.client.mnist_image import ImageError, _stroke_width, load_images, load_labelled, to_mnist
+from serving.client.mnist_image import (BlankImageError, ImageError, NoiseImageError, _stroke_width, load_bytes,
+                                        load_checked, load_images, load_labelled, to_mnist, to_mnist_checked)
 
 YS, XS = np.mgrid[0:28, 0:28]
 
@@ -273,3 +274,75 @@ def _png(array: np.ndarray) -> bytes:
     out = io.BytesIO()
     Image.fromarray(array).save(out, "PNG")
     return out.getvalue()
+
+
+# ---- noise, tiny digits, several marks --------------------------------------------------------------
+
+def test_noise_is_told_apart_from_blank(tmp_path):
+    """Noise: neighbouring pixels unlike each other, or ink only in scattered specks. Blank: paper, even
+    grainy or unevenly lit (smooth from pixel to pixel)."""
+    rng = np.random.default_rng(2)
+    uniform = save(Image.fromarray(rng.integers(0, 256, (200, 300), dtype=np.uint8)), tmp_path / "uniform.png")
+    np.save(tmp_path / "gauss.npy", np.clip(rng.normal(0.5, 0.1, (28, 28)), 0, 1))
+    specks = np.zeros((28, 28), np.uint8)
+    specks[rng.random((28, 28)) < 0.1] = 255  # salt on black: the border is clean, the ink is all specks
+    speckled = save(Image.fromarray(specks), tmp_path / "specks.png")
+    for path in (uniform, str(tmp_path / "gauss.npy"), speckled):
+        with pytest.raises(NoiseImageError) as error:
+            load_images(path)
+        assert str(error.value) == f"no single digit found in {path}: the image looks like noise"
+        assert isinstance(error.value, ImageError) and not isinstance(error.value, BlankImageError)
+    shading = np.linspace(150, 250, 400)[None, :] + rng.normal(0, 8, (300, 400))  # grainy, lit from one side
+    with pytest.raises(BlankImageError, match="the image is blank$"):
+        to_mnist(np.clip(shading, 0, 255))
+    with pytest.raises(NoiseImageError, match="^no single digit found in upload: the image looks like noise$"):
+        load_bytes(_png(rng.integers(0, 256, (64, 64), dtype=np.uint8)), "upload")
+
+
+def test_mnist_digits_and_photos_carry_no_warnings(mnist):
+    images, _ = mnist
+    assert [to_mnist_checked(image)[1] for image in images] == [[]] * len(images)
+    assert [to_mnist_checked(photo(digit, seed=i))[1] for i, digit in enumerate(images[:20])] == [[]] * 20
+
+
+def test_tiny_images_and_tiny_digits_are_prepared_with_a_warning(mnist):
+    images, labels = mnist
+    one = images[labels == 1][0]
+    tiny = np.asarray(Image.fromarray(one.astype(np.uint8)).resize((8, 8), Image.LANCZOS))
+    out, warnings = to_mnist_checked(tiny, "one.png")
+    assert out.shape == (28, 28) and out.max() == pytest.approx(255)
+    assert warnings == ["one.png is only 8x8 pixels, far smaller than MNIST's 28x28: a digit enlarged that much "
+                        "is often misread; use a larger image"]
+    page = np.full((100, 150), 235, np.uint8)
+    page[50:59, 70:73] = 20  # a "1" 9 pixels tall on a larger page
+    (warning,) = to_mnist_checked(page, "page.png")[1]
+    assert warning.startswith("the digit in page.png is only 9 pixels tall or wide, far smaller than MNIST's 20")
+
+
+def test_two_digits_side_by_side_are_prepared_with_a_warning(mnist):
+    images, _ = mnist
+    for gap in (0, 6):
+        pair = np.zeros((28, 56 + gap), np.float32)
+        pair[:, :28], pair[:, 28 + gap:] = images[0], images[1]
+        out, warnings = to_mnist_checked(pair, "42.png")
+        assert out.shape == (28, 28)
+        assert warnings == ["42.png holds 2 separate marks: one digit per image is read; "
+                            "crop each digit into its own image"]
+    three = photo(np.concatenate([images[2], images[3], images[4]], axis=1), size=(700, 250), at=(20, 30))
+    assert to_mnist_checked(three, "x")[1] == ["x holds 3 separate marks: one digit per image is read; "
+                                               "crop each digit into its own image"]
+
+
+def test_load_checked_reports_each_image_and_never_raises(tmp_path, mnist):
+    images = mnist[0]
+    batch = str(tmp_path / "batch.npy")
+    np.save(batch, np.stack([images[0], np.zeros((28, 28)), images[1]]))
+    good, blank, other = load_checked(batch)
+    assert [good.name, blank.name, other.name] == [f"{batch}[{i}]" for i in range(3)]
+    assert np.array_equal(good.image, to_mnist(images[0])) and good.error is None and good.warnings == ()
+    assert blank.image is None and isinstance(blank.error, BlankImageError)
+    assert str(blank.error) == f"no digit found in {batch}[1]: the image is blank"
+    (missing,) = load_checked(str(tmp_path / "missing.png"))
+    assert missing.image is None and str(missing.error) == f"cannot read {tmp_path / 'missing.png'}: no such file"
+    (seven,) = load_checked(save(drawn_seven(20), tmp_path / "seven.png"))
+    assert np.array_equal(seven.image, load_images(str(tmp_path / "seven.png"))[0]) and seven.error is None
