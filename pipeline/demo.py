@@ -23,6 +23,8 @@ from pipeline import config as config_lib
 from pipeline.serve import waits_for_first_push
 
 STARTUP_SECONDS = 300  # TensorFlow's import and the first model load on a busy 2-core machine
+# The page's app without its own URL line or uvicorn's: the one URL is printed here once both answer.
+_QUIET_UI = "import sys; from web.server import main; sys.exit(main(sys.argv[1:], 'digits demo', announce=False))"
 
 
 class _Stop(Exception):
@@ -96,7 +98,7 @@ def main(argv: Sequence[str]) -> int:
     children = []
     try:
         children.append(subprocess.Popen([sys.executable, "-m", "pipeline.cli", "serve", *serve_flags]))
-        children.append(subprocess.Popen([sys.executable, "-m", "web", *ui_argv]))
+        children.append(subprocess.Popen([sys.executable, "-c", _QUIET_UI, *ui_argv]))
         names = ("the model server", "the page's app")
         deadline = time.monotonic() + STARTUP_SECONDS
         waits_for_model = waits_for_first_push(config, serve_flags)

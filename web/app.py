@@ -3,8 +3,8 @@
 Each prediction reads the highest AVAILABLE version from TF Serving's status API and then asks that
 version by number, so the version the page shows is the one that answered. Images are prepared by
 serving.client.mnist_image, the code ``digits predict`` uses, so the page and the CLI see the same 28×28 input.
-Every failure is a JSON ``{"error": <kind>, "message": <plain words>}`` with a status code; none
-shows a traceback.
+Every failure is a JSON ``{"error": <kind>, "message": <plain words for people>, "detail": <the precise
+text for developers>}`` with a status code; the page shows ``message``; none shows a traceback.
 """
 from __future__ import annotations
 
@@ -28,11 +28,12 @@ log = logging.getLogger("digits.web")
 
 
 class UserError(Exception):
-    """A failure the page shows as it is: the HTTP status, a kind the page's code can test, plain words."""
+    """A failure the page shows as it is: the HTTP status, a kind the page's code can test, plain words for
+    whoever draws (``message``), and the precise cause for whoever runs or calls the app (``detail``)."""
 
-    def __init__(self, status: int, kind: str, message: str):
+    def __init__(self, status: int, kind: str, message: str, detail: str = ""):
         super().__init__(message)
-        self.status, self.kind, self.message = status, kind, message
+        self.status, self.kind, self.message, self.detail = status, kind, message, detail or message
 
 
 class ModelServer:
@@ -47,15 +48,21 @@ class ModelServer:
 
     def _error(self, error: ClientError) -> UserError:
         if error.unreachable:
-            return UserError(503, "server_down", f"The model server at {self.config.server} is not answering. "
-                                                 f"Start it with `make serve` (or check --server).")
+            return UserError(503, "server_down",
+                             "The model that reads the digits is not answering. This page keeps trying and "
+                             "carries on once it is back.",
+                             f"The model server at {self.config.server} is not answering. "
+                             f"Start it with `make serve` (or check --server).")
         if error.status == 404:
             return self._no_model()
-        return UserError(502, "rejected", f"The model server rejected the request: {error.detail or error}")
+        return UserError(502, "rejected", "The model could not read this one. Please try again.",
+                         f"The model server rejected the request: {error.detail or error}")
 
     def _no_model(self) -> UserError:
-        return UserError(503, "no_model", f"The model server has no model '{self.config.model_name}' yet: "
-                                          f"push one with `make run`.")
+        return UserError(503, "no_model",
+                         "There is no trained model to read the digits yet. This page starts reading as soon as "
+                         "one is ready.",
+                         f"The model server has no model '{self.config.model_name}' yet: push one with `make run`.")
 
     def version(self) -> int:
         """The version an unpinned request would reach: the highest AVAILABLE one."""
@@ -90,7 +97,10 @@ def _prepare(body: bytes, name: str) -> np.ndarray:
         raise UserError(422, "empty", f"Nothing to read in {name}: draw a digit (or upload an image of one).") \
             from None
     except ImageError as e:
-        raise UserError(400, "bad_image", str(e)) from None
+        plain = (f"{name} is empty: choose a picture of one digit." if not body else
+                 f"{name} is not a picture this page can open: choose a photo or drawing of one digit "
+                 f"(PNG, JPEG, GIF, BMP or WebP).")
+        raise UserError(400, "bad_image", plain, str(e)) from None
 
 
 def create_app(config: WebConfig) -> FastAPI:
@@ -101,13 +111,15 @@ def create_app(config: WebConfig) -> FastAPI:
 
     @app.exception_handler(UserError)
     async def user_error(request: Request, error: UserError):
-        return JSONResponse({"error": error.kind, "message": error.message}, status_code=error.status)
+        return JSONResponse({"error": error.kind, "message": error.message, "detail": error.detail},
+                            status_code=error.status)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception):
         log.exception("unexpected error in %s %s", request.method, request.url.path)
-        return JSONResponse({"error": "internal", "message": f"The app failed ({type(error).__name__}); "
-                                                             f"its log has the details."}, status_code=500)
+        return JSONResponse({"error": "internal", "message": "Something went wrong on our side. Please try again.",
+                             "detail": f"The app failed ({type(error).__name__}); its log has the details."},
+                            status_code=500)
 
     @app.get("/", include_in_schema=False)
     def page():
@@ -125,13 +137,16 @@ def create_app(config: WebConfig) -> FastAPI:
 
     @app.post("/api/predict")
     async def predict(request: Request, name: str = "the drawing"):
-        """The raw bytes of an image file (the canvas's PNG or an upload) in the body; no multipart."""
+        """The raw bytes of an image file (an upload, or the page's drawing as a .npy of its pixels) in the
+        body; no multipart."""
         length = request.headers.get("content-length", "")
         if length.isdigit() and int(length) > MAX_UPLOAD:
-            raise UserError(413, "too_large", f"{name} is larger than {MAX_UPLOAD // 2**20} MB: send a smaller image.")
+            raise UserError(413, "too_large", f"{name} is too big (over {MAX_UPLOAD // 2**20} MB): choose a smaller "
+                                              f"picture.")
         body = await request.body()
         if len(body) > MAX_UPLOAD:
-            raise UserError(413, "too_large", f"{name} is larger than {MAX_UPLOAD // 2**20} MB: send a smaller image.")
+            raise UserError(413, "too_large", f"{name} is too big (over {MAX_UPLOAD // 2**20} MB): choose a smaller "
+                                              f"picture.")
         name = name.strip()[:120] or "the drawing"
         image = await run_in_threadpool(_prepare, body, name)
         return await run_in_threadpool(server.predict, image)

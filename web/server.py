@@ -12,7 +12,9 @@ from typing import Optional, Sequence
 from web import config as config_lib
 
 
-def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m web") -> int:
+def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m web", announce: bool = True) -> int:
+    """``announce=False`` (``digits demo``, which prints the one URL once everything answers): no URL line
+    and uvicorn logs warnings and errors only, not its own "running on" URL or each request."""
     try:
         config = config_lib.from_sources(sys.argv[1:] if argv is None else list(argv), prog=prog)
     except config_lib.ConfigError as e:
@@ -23,9 +25,11 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m web") -> i
     from web.app import create_app
 
     shown = "localhost" if config.host in ("0.0.0.0", "::") else config.host
-    print(f"{prog}: http://{shown}:{config.port} (model {config.model_name!r} on {config.server})", flush=True)
+    if announce:
+        print(f"{prog}: http://{shown}:{config.port} (model {config.model_name!r} on {config.server})", flush=True)
     try:
-        uvicorn.run(create_app(config), host=config.host, port=config.port, log_level="info",
+        uvicorn.run(create_app(config), host=config.host, port=config.port,
+                    log_level="info" if announce else "warning",
                     timeout_graceful_shutdown=5)
     except SystemExit as e:  # e.g. the port is taken: uvicorn has logged why
         return e.code if isinstance(e.code, int) else 1

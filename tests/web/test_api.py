@@ -49,13 +49,26 @@ def test_predict_answers_what_the_model_server_says_for_mnist_image_s_input(app,
     assert answer["model"] == {"name": "mnist", "version": 1}
 
 
+def test_the_pages_npy_of_its_pixels_reads_as_the_png_of_the_same_pixels(app):
+    """The page sends its pad as a .npy (no PNG encode in the browser); image files keep working alike."""
+    pixels = np.asarray(Image.open(io.BytesIO(png())), np.uint8)
+    npy = io.BytesIO()
+    np.save(npy, pixels)
+    answers = [http_json(app.port, "POST", "/api/predict", body) for body in (png(), npy.getvalue())]
+    assert [status for status, _ in answers] == [200, 200]
+    assert answers[0][1]["input"] == answers[1][1]["input"] and answers[1][1]["digit"] == 1
+
+
 def test_unreadable_empty_and_blank_bodies_are_plain_400s(app):
     status, answer = http_json(app.port, "POST", "/api/predict?name=notes.txt", b"not an image")
     assert status == 400 and answer["error"] == "bad_image"
-    assert answer["message"] == ("notes.txt is neither an image Pillow can read nor a .npy array: pass a PNG, JPEG, "
-                                 "BMP, GIF, TIFF or WebP image, or an array saved with numpy.save")
+    assert answer["message"] == ("notes.txt is not a picture this page can open: choose a photo or drawing of one "
+                                 "digit (PNG, JPEG, GIF, BMP or WebP).")
+    assert answer["detail"] == ("notes.txt is neither an image Pillow can read nor a .npy array: pass a PNG, JPEG, "
+                                "BMP, GIF, TIFF or WebP image, or an array saved with numpy.save")
     status, answer = http_json(app.port, "POST", "/api/predict", b"")
-    assert (status, answer["message"]) == (400, "the drawing is empty: send the contents of an image file")
+    assert (status, answer["message"]) == (400, "the drawing is empty: choose a picture of one digit.")
+    assert answer["detail"] == "the drawing is empty: send the contents of an image file"
     status, answer = http_json(app.port, "POST", "/api/predict", png(draw=False))
     assert (status, answer["error"]) == (422, "empty")
     assert answer["message"] == "Nothing to read in the drawing: draw a digit (or upload an image of one)."
@@ -79,10 +92,11 @@ def test_page_and_static_files_are_served(app):
 def test_model_server_down_is_503_in_plain_words():
     server = f"http://127.0.0.1:{free_port()}"
     client = in_process(WebConfig(server=server, timeout=2))
-    message = f"The model server at {server} is not answering. Start it with `make serve` (or check --server)."
+    detail = f"The model server at {server} is not answering. Start it with `make serve` (or check --server)."
+    message = "The model that reads the digits is not answering. This page keeps trying and carries on once it is back."
     for response in (client.get("/api/model"), client.post("/api/predict", content=png())):
         assert response.status_code == 503
-        assert response.json() == {"error": "server_down", "message": message}
+        assert response.json() == {"error": "server_down", "message": message, "detail": detail}
     assert client.get("/healthz").status_code == 200
 
 
@@ -90,8 +104,11 @@ def test_no_model_is_503_in_plain_words(model_server):
     client = in_process(WebConfig(server=f"http://127.0.0.1:{model_server.rest_port}", model_name="nope"))
     for response in (client.get("/api/model"), client.post("/api/predict", content=png())):
         assert response.status_code == 503
-        assert response.json() == {"error": "no_model",
-                                   "message": "The model server has no model 'nope' yet: push one with `make run`."}
+        assert response.json() == {
+            "error": "no_model",
+            "message": "There is no trained model to read the digits yet. This page starts reading as soon as one is "
+                       "ready.",
+            "detail": "The model server has no model 'nope' yet: push one with `make run`."}
 
 
 class _Rejecting(http.server.BaseHTTPRequestHandler):
@@ -124,8 +141,9 @@ def test_a_rejected_request_says_what_the_model_server_said():
         assert client.get("/api/model").json()["version"] == 3
         response = client.post("/api/predict", content=png())
         assert response.status_code == 502
-        assert response.json() == {"error": "rejected", "message": "The model server rejected the request: "
-                                                                   "Input to reshape is a tensor with 784 values"}
+        assert response.json() == {"error": "rejected", "message": "The model could not read this one. Please try again.",
+                                   "detail": "The model server rejected the request: "
+                                             "Input to reshape is a tensor with 784 values"}
     finally:
         stub.shutdown()
         stub.server_close()

@@ -39,7 +39,7 @@ def test_demo_starts_both_says_no_model_yet_and_stops_both_on_ctrl_c(tmp_path):
         assert f"digits demo: nothing is pushed under {tmp_path / 'serving' / 'mnist'} yet" in output
         status, answer = http_json(ui_port, "GET", "/api/model")
         assert (status, answer["error"]) == (503, "server_down")
-        assert answer["message"].startswith(f"The model server at http://localhost:{rest_port} is not answering.")
+        assert answer["detail"].startswith(f"The model server at http://localhost:{rest_port} is not answering.")
         demo.send_signal(signal.SIGINT)
         assert demo.wait(60) == 0
     finally:
@@ -52,4 +52,6 @@ def test_demo_starts_both_says_no_model_yet_and_stops_both_on_ctrl_c(tmp_path):
                 demo.wait()
     reader.join(10)
     assert "digits demo: stopping the page and the model server" in "".join(lines)
+    urls = [line for line in lines if "http://" in line]  # one URL, printed once both answer
+    assert len(urls) == 1 and urls[0].startswith(f"digits demo: open http://localhost:{ui_port}"), "".join(lines)
     assert not answers(ui_port) and not answers(rest_port), "both children are gone"

@@ -1,5 +1,6 @@
-// The draw-a-digit page: draws on #canvas, sends its PNG (or an uploaded file) to POST /api/predict,
-// shows the digit, the ten probabilities and the 28x28 input the model saw. At most one request is in
+// The draw-a-digit page: draws on #canvas, sends its pixels (a .npy: no image encoding, see drawingBody)
+// or an uploaded file (drawn scaled into the pad) to POST /api/predict, and shows the digit, the ten
+// probabilities and the 28x28 input the model saw. At most one request is in
 // flight; newer work waits in a single slot, and answers from before a Clear or an upload are dropped.
 "use strict";
 
@@ -7,20 +8,23 @@ const STROKE = 20;           // px on the 280-px pad: MNIST-like strokes once th
 const DEBOUNCE_MS = 200;     // predict this long after the last pointer move (and at once on pointerup)
 const STATUS_EVERY_MS = 5000;
 const SERVER_KINDS = new Set(["server_down", "no_model", "app_down"]);
+const APP_DOWN = "This page has lost touch with its server. Check that the demo is still running; the page " +
+                 "carries on by itself once it is back.";
 
 const $ = (id) => document.getElementById(id);
-const canvas = $("canvas"), ctx = canvas.getContext("2d");
+const canvas = $("canvas"), ctx = canvas.getContext("2d", { willReadFrequently: true });
 const preview = $("preview"), previewCtx = preview.getContext("2d");
 
-let hasInk = false, drawing = false, last = null, debounce = null;
+let hasInk = false, drawing = false, last = null, debounce = null, uploadShown = false;
 let epoch = 0;               // bumped by Clear and uploads: answers to older requests are stale
 let inFlight = false, queued = null, serverTrouble = false;
 
 // ---- messages and display -------------------------------------------------------------------
 
-function showMessage(kind, text) {
+function showMessage(kind, text, detail) {
   const message = $("message");
   message.textContent = text;
+  message.title = detail || "";  // the precise cause, for whoever runs the app
   message.dataset.kind = kind;
   message.hidden = false;
 }
@@ -30,6 +34,7 @@ function clearMessage(kinds) {
   if (message.hidden || (kinds && !kinds.has(message.dataset.kind))) return;
   message.hidden = true;
   message.textContent = "";
+  message.title = "";
   delete message.dataset.kind;
 }
 
@@ -100,7 +105,7 @@ async function run(job) {
   document.body.dataset.busy = "true";  // tests (and styles) can tell when the page has settled
   const sent = epoch;
   try {
-    const { body, name } = await job();
+    const { body, name, upload } = await job();
     const response = await fetch(`/api/predict?name=${encodeURIComponent(name)}`, {
       method: "POST", body, headers: { "Content-Type": "application/octet-stream" } });
     const answer = await response.json();
@@ -109,19 +114,20 @@ async function run(job) {
       serverTrouble = false;
       clearMessage();
       showPrediction(answer, name === "the drawing" ? "" : `from ${name}`);
+      if (upload && !uploadShown) { drawFitted(preview, 28, 28); uploadShown = true; }  // e.g. a .npy
     } else {
-      failed(answer.error, answer.message);
+      failed(answer.error, answer.message, answer.detail);
     }
   } catch (error) {
-    if (sent === epoch) failed("app_down", "The page cannot reach its app: is `make demo` (or digits ui) still running?");
+    if (sent === epoch) failed("app_down", APP_DOWN);
   } finally {
     inFlight = false;
     if (queued) { const next = queued; queued = null; run(next); } else document.body.dataset.busy = "false";
   }
 }
 
-function failed(kind, text) {
-  showMessage(kind, text);
+function failed(kind, text, detail) {
+  showMessage(kind, text, detail);
   if (SERVER_KINDS.has(kind) || kind === "rejected") {
     serverTrouble = true;
     resetResult();
@@ -129,8 +135,24 @@ function failed(kind, text) {
   }
 }
 
-function canvasJob() {
-  return new Promise((resolve) => canvas.toBlob((blob) => resolve({ body: blob, name: "the drawing" }), "image/png"));
+// The pad's pixels as a .npy file (uint8 [H, W], the red channel: the ink is white on black), which the
+// API reads as it reads image files. No PNG encode: Chromium's canvas.toBlob waits for an idle period
+// (up to a second in a busy or headless browser) before it even starts encoding.
+function drawingBody() {
+  const { width, height } = canvas;
+  const rgba = ctx.getImageData(0, 0, width, height).data;
+  let header = `{'descr': '|u1', 'fortran_order': False, 'shape': (${height}, ${width}), }`;
+  header += " ".repeat(63 - ((10 + header.length) % 64)) + "\n";  // data starts on a 64-byte boundary
+  const bytes = new Uint8Array(10 + header.length + width * height);
+  bytes.set([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59, 1, 0, header.length & 0xff, header.length >> 8]);
+  for (let i = 0; i < header.length; i++) bytes[10 + i] = header.charCodeAt(i);
+  const pixels = bytes.subarray(10 + header.length);
+  for (let i = 0; i < pixels.length; i++) pixels[i] = rgba[i * 4];
+  return bytes;
+}
+
+async function canvasJob() {
+  return { body: drawingBody(), name: "the drawing" };
 }
 
 function predictDrawing() {
@@ -150,11 +172,11 @@ async function refreshModel() {
       if (serverTrouble && hasInk && !inFlight) { serverTrouble = false; predictDrawing(); }
     } else {
       $("model-version").textContent = "none";
-      if (answer.error !== "rejected") showMessage(answer.error, answer.message);
+      if (answer.error !== "rejected") showMessage(answer.error, answer.message, answer.detail);
     }
   } catch (error) {
     $("model-version").textContent = "none";
-    showMessage("app_down", "The page cannot reach its app: is `make demo` (or digits ui) still running?");
+    showMessage("app_down", APP_DOWN);
   }
 }
 
@@ -164,6 +186,15 @@ function blank() {
   ctx.fillStyle = "#000";  // white on black, as MNIST is: the app's image code reads either polarity
   ctx.fillRect(0, 0, canvas.width, canvas.height);
   hasInk = false;
+  uploadShown = false;
+}
+
+function drawFitted(source, width, height) {
+  blank();
+  const scale = Math.min(canvas.width / width, canvas.height / height);
+  const w = width * scale, h = height * scale;
+  ctx.imageSmoothingQuality = "high";
+  ctx.drawImage(source, (canvas.width - w) / 2, (canvas.height - h) / 2, w, h);
 }
 
 function clearAll() {
@@ -197,7 +228,7 @@ function setUpPad() {
     if (event.pointerType === "mouse" && event.button !== 0) return;
     event.preventDefault();
     canvas.setPointerCapture(event.pointerId);
-    if ($("source").textContent) clearAll();  // drawing over an upload's result starts afresh
+    if (uploadShown || $("source").textContent) clearAll();  // drawing over an upload starts afresh
     drawing = true;
     last = point(event);
     strokeTo(last);  // a dot, even without moving
@@ -219,11 +250,24 @@ function setUpPad() {
 
 // ---- uploads: the file's bytes as the request body --------------------------------------------------
 
+async function showUpload(file) {
+  const sent = epoch;
+  let bitmap;
+  try {
+    bitmap = await createImageBitmap(file);
+  } catch (error) {
+    return;  // not an image the browser reads (a .npy, say): the answer's 28x28 input is drawn instead
+  }
+  if (sent === epoch) { drawFitted(bitmap, bitmap.width, bitmap.height); uploadShown = true; }
+  bitmap.close();
+}
+
 function upload(file) {
   if (!file) return;
   clearAll();
   clearMessage();
-  request(async () => ({ body: file, name: file.name || "the upload" }));
+  showUpload(file);
+  request(async () => ({ body: file, name: file.name || "the upload", upload: true }));
 }
 
 function setUpUpload() {
