@@ -2,8 +2,8 @@
 (serving/client/predict_cli.py) and the web app use it.
 
 REST uses only the standard library, so importing this module and calling a REST server is fast;
-gRPC needs tensorflow-serving-api's generated stubs, whose TensorFlow protos import TensorFlow
-itself (several seconds), so they are imported only when a gRPC client makes its first call.
+gRPC imports grpcio and builds TF Serving's messages (serving/client/grpc_messages.py, without
+TensorFlow) only when a gRPC client makes its first call, so the web image needs neither.
 Tensors are written and read as raw little-endian bytes (``tensor_content``) with numpy.
 """
 from __future__ import annotations
@@ -80,7 +80,7 @@ class ModelClient:
         self.host, self.port = split_target(target, DEFAULT_GRPC_PORT if grpc else DEFAULT_REST_PORT)
         self.model_name, self.version, self.label = model_name, version, label
         self.signature_name, self.grpc, self.timeout = signature_name, grpc, timeout
-        self._channel = self._stub = None
+        self._channel = self._calls = None
 
     @property
     def address(self) -> str:
@@ -105,7 +105,7 @@ class ModelClient:
     def close(self) -> None:
         if self._channel is not None:
             self._channel.close()
-            self._channel = self._stub = None
+            self._channel = self._calls = None
 
     def __enter__(self) -> "ModelClient":
         return self
@@ -195,22 +195,19 @@ class ModelClient:
 
     def _grpc_status(self) -> List[VersionStatus]:
         import grpc
-        from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
 
-        stub, _ = self._grpc_stub()  # opens the channel
-        request = get_model_status_pb2.GetModelStatusRequest()
+        messages, calls = self._grpc_calls()
+        request = messages.GetModelStatusRequest()
         request.model_spec.name = self.model_name
         if self.version is not None:
             request.model_spec.version.value = int(self.version)
         elif self.label:
             request.model_spec.version_label = self.label
         try:
-            response = model_service_pb2_grpc.ModelServiceStub(self._channel).GetModelStatus(
-                request, timeout=self.timeout)
+            response = calls["status"](request, timeout=self.timeout)
         except grpc.RpcError as e:
             raise self._grpc_error(e) from None
-        states = get_model_status_pb2.ModelVersionStatus.State
-        return sorted((VersionStatus(s.version, states.Name(s.state), _one_line(s.status.error_message))
+        return sorted((VersionStatus(s.version, messages.state_name(s.state), _one_line(s.status.error_message))
                        for s in response.model_version_status), reverse=True)
 
     # ---- gRPC: tensorflow.serving.PredictionService/Predict ----------------------------------------
@@ -218,8 +215,8 @@ class ModelClient:
     def _grpc_predict(self, images: np.ndarray) -> np.ndarray:
         import grpc
 
-        stub, predict_pb2 = self._grpc_stub()
-        request = predict_pb2.PredictRequest()
+        messages, calls = self._grpc_calls()
+        request = messages.PredictRequest()
         request.model_spec.name = self.model_name
         if self.version is not None:
             request.model_spec.version.value = int(self.version)
@@ -232,7 +229,7 @@ class ModelClient:
             tensor.tensor_shape.dim.add().size = size
         tensor.tensor_content = np.ascontiguousarray(images, dtype="<f4").tobytes()
         try:
-            response = stub.Predict(request, timeout=self.timeout)
+            response = calls["predict"](request, timeout=self.timeout)
         except grpc.RpcError as e:
             raise self._grpc_error(e) from None
         if OUTPUT_KEY not in response.outputs:
@@ -240,16 +237,23 @@ class ModelClient:
                               f"(it has {', '.join(sorted(response.outputs)) or 'none'})")
         return tensor_to_array(response.outputs[OUTPUT_KEY])
 
-    def _grpc_stub(self):
+    def _grpc_calls(self):
+        """The messages, and the Predict and GetModelStatus calls on this client's channel (opened once)."""
         import grpc
-        from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-        if self._stub is None:
+        from serving.client import grpc_messages
+
+        messages = grpc_messages.load()
+        if self._calls is None:
             self._channel = grpc.insecure_channel(
                 f"{self.address}", options=[("grpc.max_send_message_length", -1),
                                             ("grpc.max_receive_message_length", -1)])
-            self._stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
-        return self._stub, predict_pb2
+            self._calls = {
+                "predict": grpc_messages.unary_call(self._channel, grpc_messages.PREDICT_METHOD,
+                                                    messages.PredictRequest, messages.PredictResponse),
+                "status": grpc_messages.unary_call(self._channel, grpc_messages.GET_MODEL_STATUS_METHOD,
+                                                   messages.GetModelStatusRequest, messages.GetModelStatusResponse)}
+        return messages, self._calls
 
     def _grpc_error(self, error) -> ClientError:
         import grpc

@@ -52,7 +52,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.model_version is not None and args.model_version < 0:
         parser.error("--model-version must be a non-negative integer")
     target = args.server or f"localhost:{DEFAULT_GRPC_PORT if args.grpc else DEFAULT_REST_PORT}"
-    if args.grpc:  # the stubs import TensorFlow: keep its start-up logs and notices off the user's terminal
+    if args.grpc:  # only the fallback to the generated stubs imports TensorFlow: keep its start-up logs and notices off the user's terminal
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         warnings.filterwarnings("ignore", category=FutureWarning, module="google")
     try:
