@@ -17,6 +17,7 @@ from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
 from components import features, signatures
+from pipeline import console
 
 # Rows parsed and transformed per step before the data is cached in memory: parsing 784-value
 # examples one small batch at a time costs more than training on them.
@@ -76,15 +77,33 @@ def _dataset(fn_args, files, tf_transform_output, hparams: HParams, training: bo
 
 
 class _EpochLog(tf.keras.callbacks.Callback):
-    """One absl log line per epoch, so progress shows in the pipeline's log, not only on a TTY."""
+    """One absl log line per epoch, so progress shows in the pipeline's log, not only on a TTY; in a
+    quiet `digits run` also one console line per epoch (and, on a terminal, tqdm's bar within it)."""
 
     def __init__(self, epochs: int):
         super().__init__()
         self._epochs = epochs
+        self._bar = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        out = console.stream()
+        if out is not None and out.isatty():
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=self.params.get("steps"), file=out, leave=False, unit="step",
+                             desc=f"  Trainer epoch {epoch + 1}/{self._epochs}")
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._bar is not None:
+            self._bar.update(1)
 
     def on_epoch_end(self, epoch, logs=None):
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
         shown = ", ".join(f"{name}={value:.4f}" for name, value in sorted((logs or {}).items()))
         logging.info("Trainer epoch %d/%d: %s", epoch + 1, self._epochs, shown)
+        console.show(console.epoch_line(epoch + 1, self._epochs, logs or {}))
 
 
 def run_fn(fn_args: tfx.components.FnArgs) -> None:

@@ -3,6 +3,7 @@
     digits run                       # the whole pipeline on the embedded defaults
     digits run --epochs 1 --train-examples 5000 --accuracy-floor 0.9
     DIGITS_SERVING_DIR=/srv/models digits run
+    digits run --verbose             # TFX's, absl's and TensorFlow's output live instead of in the run's run.log
     digits run --help                # every option by group, its default and its environment variable
     digits predict seven.png         # ask the model server which digit an image shows
     digits predict --help
@@ -15,6 +16,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 # TFX 1.16 and tensorflow-transform need Keras 2 (tf_keras); set it before TensorFlow is imported so
@@ -54,24 +56,40 @@ def _run(argv: Sequence[str]) -> int:
         return 2
     logging.set_verbosity(logging.INFO)
     warnings.filterwarnings("ignore", category=FutureWarning, module="google")  # Python 3.10 notices
-    from pipeline import local_runner, outcomes
+    from pipeline import console, outcomes
 
+    log_path = None
+    if config.verbose:
+        quiet = contextlib.nullcontext()
+    else:  # one line per component and epoch here; the libraries' output goes to the run's log
+        log_path = console.log_path(config.pipeline_root)
+        print(f"digits run: the full log is in {log_path}", flush=True)
+        quiet = console.quiet(log_path)
     try:
-        summary = local_runner.run(config)
+        with quiet:
+            from pipeline import local_runner  # imports TensorFlow, whose C++ lines go to the log too
+
+            summary = local_runner.run(config)
     except Exception as error:  # noqa: BLE001 - shown plainly when it is the user's to fix
         known = _user_error(error)
         if known is None:
+            if log_path:
+                print(f"digits run failed; the full log is in {log_path}", file=sys.stderr)
             raise
         outcome = "stopped_by_data_validation" if type(known).__name__ == "DataAnomaliesError" else "error"
         path = outcomes.write(config.pipeline_root, time.strftime("stopped-%Y%m%dT%H%M%SZ", time.gmtime()),
                               outcome, message=str(known))
         print(f"\ndigits run stopped: {known}\nEarlier artifacts, the serving directory and earlier metadata "
               f"are intact.\noutcome: {outcome} ({path})", file=sys.stderr)
+        if log_path:
+            print(f"log: {console.move_log(log_path, os.path.dirname(path))}", file=sys.stderr)
         return outcomes.EXIT_CODES[outcome]
     outcome = outcomes.of_summary(summary)
     path = outcomes.write(config.pipeline_root, summary.run_id, outcome, summary)
     print(summary.render())
     print(f"outcome: {outcome} ({path})")
+    if log_path:
+        print(f"log: {console.move_log(log_path, os.path.dirname(path))}")
     return outcomes.EXIT_CODES[outcome]
 
 

@@ -72,6 +72,9 @@ class PipelineConfig:
         "version under the Pusher's destination, i.e. the model in production; every orchestrator, open-source "
         "Kubeflow Pipelines included, whose backend cannot run resolver tasks).", choices=BASELINES)
     enable_cache: bool = _field(True, "Reuse outputs of component runs whose inputs did not change.")
+    verbose: bool = _field(
+        False, "digits run: show every library's output live (TFX, absl, TensorFlow) instead of one line per "
+        "component and epoch, with the rest in the run's log, <pipeline_root>/runs/<run id>/run.log.")
     # Apache Beam, which runs ExampleGen, StatisticsGen, Transform and Evaluator (pipeline/beam.py).
     beam_preset: str = _field(
         "direct", "Where Beam runs: 'direct' (this process or local worker processes), 'dataflow' (Google "

@@ -16,7 +16,7 @@ from pipeline.config import ENV_PREFIX, ConfigError, PipelineConfig
 # --help's sections, in order; every config field belongs to exactly one (a unit test checks).
 GROUPS: Tuple[Tuple[str, str, Tuple[str, ...]], ...] = (
     ("run", "Names and places of this run's artifacts and pushed model.",
-     ("pipeline_name", "pipeline_root", "serving_dir", "model_name", "enable_cache")),
+     ("pipeline_name", "pipeline_root", "serving_dir", "model_name", "enable_cache", "verbose")),
     ("data", "Which images ExampleGen reads and the Trainer fits on.",
      ("data_source", "train_examples", "eval_examples", "test_examples", "train_splits")),
     ("model", "The Keras model and how it trains.",
@@ -165,7 +165,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         group = parser.add_argument_group(f"{title} options", description)
         for name in names:
             field = fields[name]
+            flag_options = {"nargs": "?", "const": "true"} if field.type == "bool" else {}  # --verbose alone = true
             group.add_argument(
-                flag_name(name), dest=name,
+                flag_name(name), dest=name, **flag_options,
                 metavar=field.type.upper() if "[" not in field.type else "LIST",
                 help=f"{field.metadata['help']} (default: {_shown_default(field)}; env {ENV_PREFIX}{name.upper()})")
