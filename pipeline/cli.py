@@ -86,7 +86,7 @@ def _run(argv: Sequence[str]) -> int:
         return outcomes.EXIT_CODES[outcome]
     outcome = outcomes.of_summary(summary)
     path = outcomes.write(config.pipeline_root, summary.run_id, outcome, summary)
-    print(summary.render())
+    print(summary.render(components=log_path is None))  # quiet: the components were shown as they ran
     print(f"outcome: {outcome} ({path})")
     if log_path:
         print(f"log: {console.move_log(log_path, os.path.dirname(path))}")

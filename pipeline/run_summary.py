@@ -36,9 +36,11 @@ class RunSummary:
     served_version: Optional[int] = None  # with baseline=serving-dir: the version compared against, 0 = none
     pushed_new: bool = False  # this run made a new version (not a cached push, not a model already served)
 
-    def render(self) -> str:
+    def render(self, components: bool = True) -> str:
+        """The summary; ``components=False`` leaves out the per-component table (already shown live)."""
         lines = [f"digits run {self.run_id}"]
-        lines += [f"  {run.node_id:<32} {run.state.lower():<9} {run.seconds:7.1f} s" for run in self.components]
+        if components:
+            lines += [f"  {run.node_id:<32} {run.state.lower():<9} {run.seconds:7.1f} s" for run in self.components]
         lines.append(f"trained on: {self.config.describe_training_set()}")
         verdict = self.verdict
         if verdict:

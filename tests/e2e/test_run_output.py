@@ -46,6 +46,7 @@ def test_a_default_run_prints_a_few_lines(runs):
     assert all(re.search(r": loss \d\.\d{4}, accuracy \d\.\d{4}$", line) for line in epoch_lines), epoch_lines
     assert "\r" not in out  # piped: no progress bar
     assert re.search(r"^outcome: pushed \(", out, re.M) and "test accuracy:" in out and "blessed: yes" in out
+    assert not re.search(r"^  Trainer +(complete|cached) ", out, re.M), "the components are not listed twice"
     for noise in ("Running launcher", "INFO:absl", "absl", "FutureWarning", "cuFFT", "ExecutionInfo("):
         assert noise not in out, (noise, out)
 
