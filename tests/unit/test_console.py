@@ -48,13 +48,19 @@ def test_quiet_sends_fds_1_and_2_to_the_log_and_console_lines_to_the_real_stdout
     path = console.log_path(str(tmp_path))
     assert path.startswith(str(tmp_path / "runs")) and path.endswith("run.log")
     absl_logger = logging.getLogger("absl")
-    monkeypatch.setattr(absl_logger, "level", logging.INFO)  # `digits run` sets absl's verbosity to INFO
-    with console.quiet(path):
-        os.write(2, b"E0000 Unable to register cuDNN factory\n")  # as TensorFlow's C++ code writes
-        print("a library's print")
-        print("a warning", file=sys.stderr)
-        absl_logger.info("Component %s is running.", "Pusher")
-        console.show("a console line")
+    # `digits run` sets absl's verbosity to INFO; setLevel (not the attribute) so that logging's cache of
+    # isEnabledFor answers, kept from earlier tests, is cleared too.
+    previous = absl_logger.level
+    absl_logger.setLevel(logging.INFO)
+    try:
+        with console.quiet(path):
+            os.write(2, b"E0000 Unable to register cuDNN factory\n")  # as TensorFlow's C++ code writes
+            print("a library's print")
+            print("a warning", file=sys.stderr)
+            absl_logger.info("Component %s is running.", "Pusher")
+            console.show("a console line")
+    finally:
+        absl_logger.setLevel(previous)
     assert console.stream() is None
     out, err = capfd.readouterr()
     assert out.splitlines() == ["  started  Pusher", "a console line"] and err == ""
