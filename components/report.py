@@ -125,10 +125,12 @@ def RunReport(
     evaluation: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ModelEvaluation],
     report: tfx.dsl.components.OutputArtifact[HtmlReport],
     split: tfx.dsl.components.Parameter[str] = "test",
+    run_info: tfx.dsl.components.Parameter[str] = "{}",
 ) -> None:
+    """``run_info``: JSON of the hyper-parameters, train splits and code version, shown as a table."""
     verdict = evaluator_verdict(evaluation.uri)
     figures = summarize(predict_split(model.uri, examples, split))
-    io_utils.write_string_file(os.path.join(report.uri, REPORT_FILE), report_html.render(verdict, figures, split))
+    io_utils.write_string_file(os.path.join(report.uri, REPORT_FILE), report_html.render(verdict, figures, split, json.loads(run_info)))
     summary = {
         **verdict,
         "report_accuracy": figures["accuracy"],

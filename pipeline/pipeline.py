@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib.util
+import json
 import os
 import posixpath
 from typing import List, Optional
@@ -129,7 +130,10 @@ def create_pipeline(
         custom_executor_spec=executor_spec.ExecutorClassSpec(pusher.Executor),
     )
 
-    report = RunReport(model=trainer.outputs["model"], examples=examples, evaluation=evaluator.outputs["evaluation"])
+    run_info = {**dataclasses.asdict(hparams_from(config)), "train_splits": list(config.train_split_names),
+                "code_version": code_version(*_TRAINER_CODE)}
+    report = RunReport(model=trainer.outputs["model"], examples=examples, evaluation=evaluator.outputs["evaluation"],
+                       run_info=json.dumps(run_info, sort_keys=True, default=str))
 
     components: List = [example_gen, statistics_gen, schema_gen, validator, transform, trainer,
                         baseline, evaluator, push, report]

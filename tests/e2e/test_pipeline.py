@@ -70,6 +70,9 @@ def test_run_report_and_summary(pipeline_run):
         report = f.read()
     assert report.count("data:image/png;base64,") == 3
     assert "Confusion matrix" in report and "most confidently wrong" in report
+    assert "Hyper-parameters and code version" in report
+    for field in ("epochs", "batch_size", "hidden_units", "learning_rate", "seed", "train_splits", "code_version"):
+        assert f"<th>{field}</th>" in report, field
     with open(os.path.join(os.path.dirname(summary.report_path), "summary.json")) as f:
         figures = json.load(f)
     assert figures["example_count"] == 500
