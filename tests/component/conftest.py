@@ -68,3 +68,14 @@ def stub_rest():
     yield start
     for rest in servers:
         rest.stop()
+
+
+@pytest.fixture(scope="module")
+def grpc_target(registry):
+    """A gRPC front on a free loopback port over the requesting module's own ``registry`` fixture."""
+    from serving.grpc_api.front import GrpcServer  # imported here so REST-only modules never load gRPC
+
+    server = GrpcServer(registry, -1, host="127.0.0.1")
+    server.start()
+    yield f"127.0.0.1:{server.port}"
+    server.stop()

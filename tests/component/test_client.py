@@ -44,16 +44,6 @@ def rest(registry):
 
 
 @pytest.fixture(scope="module")
-def grpc_target(registry):
-    from serving.grpc_api.front import GrpcServer  # imported here so the REST tests run on their own
-
-    server = GrpcServer(registry, -1, host="127.0.0.1")
-    server.start()
-    yield f"127.0.0.1:{server.port}"
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def served(registry):
     return registry.get("mnist")[1]
 

@@ -29,16 +29,6 @@ def registry(tmp_path_factory, digits_export):
 
 
 @pytest.fixture(scope="module")
-def grpc_target(registry):
-    from serving.grpc_api.front import GrpcServer
-
-    server = GrpcServer(registry, -1, host="127.0.0.1")
-    server.start()
-    yield f"127.0.0.1:{server.port}"
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def images_file(tmp_path_factory, digits):
     path = str(tmp_path_factory.mktemp("grpc_messages_images") / "digits.npy")
     np.save(path, digits[0][:4])
