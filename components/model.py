@@ -7,6 +7,7 @@ seed's values are defaults, not constants.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from typing import Any, Dict, Tuple
 
@@ -22,6 +23,7 @@ from pipeline import console
 # Rows parsed and transformed per step before the data is cached in memory: parsing 784-value
 # examples one small batch at a time costs more than training on them.
 _PARSE_BATCH = 1024
+HISTORY_FILE = "history.json"  # in the Trainer's ModelRun: the Keras History, for the run report
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +108,16 @@ class _EpochLog(tf.keras.callbacks.Callback):
         console.show(console.epoch_line(epoch + 1, self._epochs, logs or {}))
 
 
+def write_history(history: tf.keras.callbacks.History, model_run_dir: str) -> None:
+    """Per-epoch loss and accuracy beside TensorBoard's logs, as JSON the run report can read
+    without TensorBoard; gfile, so an object-store ModelRun works too."""
+    record = {"epoch": [int(epoch) for epoch in history.epoch],
+              "history": {name: [float(value) for value in values] for name, values in history.history.items()}}
+    tf.io.gfile.makedirs(model_run_dir)
+    with tf.io.gfile.GFile(os.path.join(model_run_dir, HISTORY_FILE), "w") as f:
+        f.write(json.dumps(record, indent=1))
+
+
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
     """Trains the seed's model, deterministically for a given config, and exports it for serving."""
     hparams = HParams.from_custom_config(fn_args.custom_config)
@@ -123,7 +135,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
                      "the Evaluator's test split is the held-out measure")
 
     model = build_model(hparams)
-    model.fit(
+    history = model.fit(
         train,
         epochs=hparams.epochs,
         validation_data=evaluation,
@@ -133,5 +145,6 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
             tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq="epoch"),
         ],
     )
+    write_history(history, fn_args.model_run_dir)
     signatures.export(model, tf_transform_output, fn_args.serving_model_dir)
     logging.info("Trainer exported the serving model to %s", os.path.abspath(fn_args.serving_model_dir))

@@ -2,10 +2,12 @@
 
 It reads the Evaluator's verdict (TFMA metrics and validation result) and runs the trained model
 on the test split itself, for what TFMA does not keep: every prediction, to draw the confusion
-matrix and the most confidently wrong digits. ``summary.json`` carries the figures the runner
-prints after a run.
+matrix and the most confidently wrong digits. It also shows the training curves, split sizes, the
+candidate beside the baseline and what the Pusher did (components/report_inputs.py reads those).
+``summary.json`` carries the figures the runner prints after a run.
 """
 
+import datetime
 import json
 import os
 from typing import Any, Dict, List
@@ -17,7 +19,8 @@ from tfx import v1 as tfx
 from tfx.types import artifact, artifact_utils
 from tfx.utils import io_utils, path_utils
 
-from components import features, report_html, signatures
+from components import features, report_html, report_inputs, signatures, source_slices
+from components.span_validator import CHECKS_FILE, SpanChecks
 from components.eval_config import ACCURACY_METRIC
 
 REPORT_FILE = "report.html"
@@ -75,22 +78,25 @@ def evaluator_verdict(evaluation_uri: str) -> Dict[str, Any]:
     verdict["blessed"] = bool(validation.validation_ok)
     verdict["has_baseline"] = verdict["baseline_accuracy"] is not None
     verdict["reasons"] = _failure_reasons(validation)
+    verdict["sources"] = source_slices.source_metrics(evaluation_uri)  # per-source slices against the baseline
     return verdict
 
 
 def _failure_reasons(validation) -> List[str]:
     reasons = []
     for per_slice in validation.metric_validations_per_slice:
+        name = source_slices.slice_name(per_slice.slice_key)
+        prefix = f"{name}: " if name else ""  # the overall slice has no name
         for failure in per_slice.failures:
             threshold = failure.metric_threshold
             value = failure.metric_value.double_value.value
             if failure.metric_key.is_diff:
                 allowed = -threshold.change_threshold.absolute.value
                 reasons.append(
-                    f"accuracy dropped by {-value:.4f} against the baseline model (allowed: {allowed:.4f})")
+                    f"{prefix}accuracy dropped by {-value:.4f} against the baseline model (allowed: {allowed:.4f})")
             else:
                 floor = threshold.value_threshold.lower_bound.value
-                reasons.append(f"accuracy {value:.4f} is below the floor {floor:.4f}")
+                reasons.append(f"{prefix}accuracy {value:.4f} is below the floor {floor:.4f}")
     if validation.missing_thresholds:
         reasons.append("a configured threshold's metric was not computed")
     reasons.extend(f"no examples for slice {slice_spec}" for slice_spec in validation.missing_slices)
@@ -118,22 +124,49 @@ def summarize(predictions: Dict[str, np.ndarray]) -> Dict[str, Any]:
     }
 
 
+def _span_checks(uri: str) -> dict:
+    path = os.path.join(uri, CHECKS_FILE)
+    return json.loads(io_utils.read_string_file(path)) if tf.io.gfile.exists(path) else {}
+
+
 @tfx.dsl.components.component
 def RunReport(
     model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model],
+    model_run: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ModelRun],
     examples: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Examples],
+    statistics: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleStatistics],
     evaluation: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ModelEvaluation],
+    pushed_model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.PushedModel],
+    span_checks: tfx.dsl.components.InputArtifact[SpanChecks],
     report: tfx.dsl.components.OutputArtifact[HtmlReport],
     split: tfx.dsl.components.Parameter[str] = "test",
     run_info: tfx.dsl.components.Parameter[str] = "{}",
 ) -> None:
-    """``run_info``: JSON of the hyper-parameters, train splits and code version, shown as a table."""
+    """``run_info``: JSON of the hyper-parameters, train splits and code version, shown as a table.
+    The run id is not a parameter: Kubeflow's v2 compiler takes no runtime placeholder as one, so
+    `digits run` writes it into its copy of the report (see report_html.with_component_times)."""
+    info = json.loads(run_info)
     verdict = evaluator_verdict(evaluation.uri)
     figures = summarize(predict_split(model.uri, examples, split))
-    io_utils.write_string_file(os.path.join(report.uri, REPORT_FILE), report_html.render(verdict, figures, split, json.loads(run_info)))
+    sizes = report_inputs.split_sizes(statistics)
+    train_splits = list(info.get("train_splits") or [])
+    push = report_inputs.push_outcome(pushed_model)
+    comparison = report_inputs.comparison(evaluation.uri, verdict["blessed"])
+    written = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    page = report_html.render(verdict, figures, split, info, history=report_inputs.training_history(model_run.uri),
+                              sizes=sizes, push=push, comparison=comparison, written=written,
+                              span_checks=_span_checks(span_checks.uri))
+    io_utils.write_string_file(os.path.join(report.uri, REPORT_FILE), page)
     summary = {
         **verdict,
         "report_accuracy": figures["accuracy"],
         "per_digit_accuracy": {str(d): float(a) for d, a in enumerate(figures["per_digit_accuracy"])},
+        "split_sizes": sizes,
+        "train_splits": train_splits,
+        "train_examples": sum(sizes[name] for name in train_splits if name in sizes) if sizes else None,
+        "push": push,
+        "thresholds": {"floor": comparison["floor"], "max_drop": comparison["max_drop"],
+                       "decided_by": comparison["decided_by"]},
+        "written": written,
     }
     io_utils.write_string_file(os.path.join(report.uri, SUMMARY_FILE), json.dumps(summary, indent=2))

@@ -10,8 +10,8 @@ import pytest
 from tests.conftest import SMALL_RUN
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-NODES = ("ImportSchemaGen", "MnistExampleGen", "StatisticsGen", "ExampleValidator", "Transform", "Trainer",
-         "latest_blessed_model_resolver", "Evaluator", "Pusher", "RunReport")
+NODES = ("ImportSchemaGen", "MnistExampleGen", "StatisticsGen", "SpanValidator", "ExampleValidator", "Transform",
+         "Trainer", "latest_blessed_model_resolver", "Evaluator", "Pusher", "RunReport")
 
 
 def digits_run(tmp_path, *extra):
@@ -56,6 +56,10 @@ def test_the_log_holds_the_libraries_output(runs):
     (log_path,) = re.findall(r"^log: (.*run\.log)$", out, re.M)
     summary_dir = os.path.dirname(re.search(r"^outcome: \w+ \((.*)\)$", out, re.M).group(1))
     assert os.path.dirname(log_path) == summary_dir  # the run's own directory, beside its summary.json
+    (report_path,) = re.findall(r"^report: (.*)$", out, re.M)
+    assert report_path == os.path.join(summary_dir, "report.html")  # the copy with the component times
+    with open(report_path) as f:
+        assert "<th>component</th><th>state</th><th>seconds</th>" in f.read()
     with open(log_path) as f:
         log = f.read()
     assert "Running launcher for" in log and "Component Trainer is running." in log and "Trainer epoch 2/2" in log
