@@ -91,22 +91,49 @@ def move_log(path: str, run_dir: str) -> str:
     return moved
 
 
+def command_log_path(pipeline_root: str, command: str) -> str:
+    """<pipeline_root>/logs/<command>-<UTC timestamp>.log: where `digits serve`, `digits demo` and `digits kfp`
+    put the libraries' output (beside runs/, never in a serving directory another server may read)."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    return os.path.join(os.path.abspath(pipeline_root), "logs", f"{command}-{stamp}.log")
+
+
+@contextlib.contextmanager
+def redirected(path: str, console_fd: int = 1) -> Iterator[IO[str]]:
+    """For the duration: descriptors 1 and 2 (and sys.stdout/stderr) go to ``path``, appended to, so that
+    TensorFlow's C++ lines and child processes' output land there too; yields a duplicate of the original
+    ``console_fd`` for the lines meant for the person."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    console = os.fdopen(os.dup(saved[console_fd]), "w", buffering=1)
+    try:
+        with open(path, "a", buffering=1) as log, \
+                contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            os.dup2(log.fileno(), 1)
+            os.dup2(log.fileno(), 2)
+            try:
+                yield console
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                for fd, copy in saved.items():
+                    os.dup2(copy, fd)
+    finally:
+        for copy in saved.values():
+            os.close(copy)
+        console.close()
+
+
 @contextlib.contextmanager
 def quiet(path: str) -> Iterator[IO[str]]:
     """For the duration: descriptors 1 and 2 (and sys.stdout/stderr, warnings, absl) go to ``path``;
     the yielded console (the original stdout) gets the component and epoch lines."""
     global _console
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = {fd: os.dup(fd) for fd in (1, 2)}
-    console = os.fdopen(os.dup(saved[1]), "w", buffering=1)
     handler = ComponentLines()
     absl_logger = logging.getLogger("absl")
-    with open(path, "a", buffering=1) as log, \
-            contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-        os.dup2(log.fileno(), 1)
-        os.dup2(log.fileno(), 2)
+    with redirected(path) as console:
         _console = console
         absl_logger.addHandler(handler)
         logging.captureWarnings(True)
@@ -116,9 +143,3 @@ def quiet(path: str) -> Iterator[IO[str]]:
             logging.captureWarnings(False)
             absl_logger.removeHandler(handler)
             _console = None
-            sys.stdout.flush()
-            sys.stderr.flush()
-            for fd, copy in saved.items():
-                os.dup2(copy, fd)
-                os.close(copy)
-            console.close()

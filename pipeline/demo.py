@@ -3,10 +3,15 @@
     digits demo                                   # REST :8501, gRPC :8500, the page on http://localhost:8080
     digits demo --ui-port 9000 --rest_api_port=9001   # any `digits serve` (tensorflow_model_server) flag
 
-Both run as child processes with their own logs; this waits until both answer, prints the page's URL,
-and stops both on Ctrl-C (or SIGTERM). If nothing is pushed yet, both still start and this says so; the
-model server then opens its ports only once `make run` pushes a first version (as TF Serving does), so
-until then the page says that the model server is not answering.
+Both run as child processes; this waits until both answer, prints the page's URL, and stops both on
+Ctrl-C (or SIGTERM). Quiet by default: the terminal shows the model server's own lines (`digits serve`'s:
+the directory watched, each version loaded, the ports, errors) and this command's; the rest (TensorFlow's
+start-up lines, the page's access log) goes to <pipeline_root>/logs/demo-<UTC time>.log, named at the start.
+``--verbose`` (or DIGITS_VERBOSE=1) shows everything live.
+
+If nothing is pushed yet, both still start and this says so; the model server then opens its ports only
+once `make run` pushes a first version (as TF Serving does), so until then the page says that the model
+server is not answering.
 """
 from __future__ import annotations
 
@@ -20,7 +25,8 @@ import time
 from typing import List, Optional, Sequence
 
 from pipeline import config as config_lib
-from pipeline.serve import waits_for_first_push
+from pipeline import console
+from pipeline.serve import LOG_ENV, waits_for_first_push
 
 STARTUP_SECONDS = 300  # TensorFlow's import and the first model load on a busy 2-core machine
 # The page's app without its own URL line or uvicorn's: the one URL is printed here once both answer.
@@ -67,6 +73,7 @@ def _stop(children: List[subprocess.Popen]) -> None:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="digits demo", add_help=False, allow_abbrev=False)
     parser.add_argument("--ui-port", type=int, help="the page's port (default: $DIGITS_UI_PORT, else 8080)")
+    parser.add_argument("--verbose", action="store_true", help="every library's output live, not in the log file")
     parser.add_argument("-h", "--help", action="store_true")
     return parser
 
@@ -93,12 +100,22 @@ def main(argv: Sequence[str]) -> int:
         print(f"digits demo: {error}", file=sys.stderr)
         return 2
 
+    serve_env, ui_output, where = dict(os.environ), None, "above"
+    if not (args.verbose or config.verbose):  # the serve child writes into the same log, echoing its own lines
+        log_path = console.command_log_path(config.pipeline_root, "demo")
+        os.makedirs(os.path.dirname(log_path), exist_ok=True)
+        print(f"digits demo: the full log is in {log_path} (--verbose shows it here)", flush=True)
+        serve_env[LOG_ENV] = log_path
+        ui_output, where = open(log_path, "a", buffering=1), f"in {log_path}"
+    elif args.verbose:
+        serve_flags.append("--verbose")
     signal.signal(signal.SIGTERM, _raise_stop)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started in the background, where it is ignored
     children = []
     try:
-        children.append(subprocess.Popen([sys.executable, "-m", "pipeline.cli", "serve", *serve_flags]))
-        children.append(subprocess.Popen([sys.executable, "-c", _QUIET_UI, *ui_argv]))
+        children.append(subprocess.Popen([sys.executable, "-m", "pipeline.cli", "serve", *serve_flags], env=serve_env))
+        children.append(subprocess.Popen([sys.executable, "-c", _QUIET_UI, *ui_argv], stdout=ui_output,
+                                         stderr=ui_output))
         names = ("the model server", "the page's app")
         deadline = time.monotonic() + STARTUP_SECONDS
         waits_for_model = waits_for_first_push(config, serve_flags)
@@ -107,7 +124,7 @@ def main(argv: Sequence[str]) -> int:
             for name, child in zip(names, children):
                 if child.poll() is not None:
                     print(f"digits demo: {name} stopped (exit {child.returncode}) before answering; its messages "
-                          f"are above.", file=sys.stderr)
+                          f"are {where}.", file=sys.stderr)
                     _stop(children)
                     return 1
             if time.monotonic() > deadline:
@@ -126,8 +143,8 @@ def main(argv: Sequence[str]) -> int:
         while True:
             for name, child in zip(names, children):
                 if child.poll() is not None:
-                    print(f"digits demo: {name} stopped (exit {child.returncode}); stopping the other.",
-                          file=sys.stderr)
+                    print(f"digits demo: {name} stopped (exit {child.returncode}); stopping the other. Its "
+                          f"messages are {where}.", file=sys.stderr)
                     _stop(children)
                     return 1
             time.sleep(0.5)
@@ -135,6 +152,9 @@ def main(argv: Sequence[str]) -> int:
         print("\ndigits demo: stopping the page and the model server", file=sys.stderr, flush=True)
         _stop(children)
         return 0
+    finally:
+        if ui_output is not None:
+            ui_output.close()
 
 
 def _model_line(rest_port: int, model: str) -> str:

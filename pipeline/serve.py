@@ -9,14 +9,26 @@ so this serves exactly what ``digits run`` with the same environment pushed. A r
 directory (the default is artifacts/serving) is resolved against the current directory, as ``digits
 run`` resolves it: start both from the project's directory, or set DIGITS_SERVING_DIR to an absolute
 path. The first line printed names the directory the server watches.
+
+Quiet by default: the terminal shows this command's lines (the directory watched, the log file, each version
+loaded, the ports, warnings and errors) while everything else (TensorFlow's start-up lines, the serving
+processes' output, every INFO line) goes to <pipeline_root>/logs/serve-<UTC time>.log. ``--verbose`` (or
+DIGITS_VERBOSE=1) shows everything live, as ``digits-model-server`` itself always does.
 """
 from __future__ import annotations
 
+import logging
 import os
 import sys
-from typing import Optional, Sequence
+from typing import IO, Optional, Sequence
 
 from pipeline import config as config_lib
+
+# Set by `digits demo` for its `digits serve` child: write the libraries' output into the demo's log.
+LOG_ENV = "DIGITS_SERVE_LOG"
+# The server's INFO lines the terminal shows (TF Serving's wording); the rest of INFO goes to the log only.
+_SHOWN_INFO = ("Successfully loaded servable version", "Running gRPC ModelServer at", "Exporting HTTP/REST API at",
+               "Shutting down", "Reloaded --model_config_file")
 
 MONITORING_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                  "serving", "model_servers", "monitoring.config")
@@ -70,6 +82,57 @@ def watch_line(config: config_lib.PipelineConfig, flags: Sequence[str], environ=
             f"({source}{relative})")
 
 
+class ServerLines(logging.Handler):
+    """Echoes the model server's own lines worth a person's attention to the terminal: the INFO lines of
+    _SHOWN_INFO and every warning and error of this project's loggers, each distinct line once (the server
+    repeats some while it waits for a version; the log keeps every one)."""
+
+    def __init__(self, console: IO[str]) -> None:
+        super().__init__(level=logging.INFO)
+        self.console = console
+        self._shown = set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            if record.levelno < logging.WARNING and not str(record.msg).startswith(_SHOWN_INFO):
+                return
+            message = record.getMessage()
+            if message in self._shown:
+                return
+            self._shown.add(message)
+            level = "" if record.levelno < logging.WARNING else record.levelname.lower() + ": "
+            self.console.write(f"digits serve: {level}{message}\n")
+            self.console.flush()
+        except Exception:  # noqa: BLE001 - a console line must never stop the server
+            self.handleError(record)
+
+
+def _serve_quietly(flags: Sequence[str], log_path: str) -> int:
+    """The server with descriptors 1 and 2 on ``log_path``; ServerLines on the original stderr."""
+    from pipeline import console
+    from serving.model_servers import main as server
+
+    start = os.path.getsize(log_path) if os.path.exists(log_path) else 0  # the demo's log may hold lines already
+    loggers = [logging.getLogger(name) for name in ("digits", "serving")]  # not root: basicConfig must still run
+    with console.redirected(log_path, console_fd=2) as terminal:
+        handler = ServerLines(terminal)
+        for logger in loggers:
+            logger.addHandler(handler)
+        try:
+            code = server.main(list(flags))
+        finally:
+            for logger in loggers:
+                logger.removeHandler(handler)
+    if code:  # the server prints a bad flag or config file as "digits-model-server: ..." (into the log here)
+        with open(log_path, "rb") as log:
+            log.seek(start)
+            for line in log:
+                if line.startswith(b"digits-model-server: "):
+                    sys.stderr.write(line.decode("utf-8", "replace"))
+        print(f"digits serve: stopped (exit {code}); the full log is in {log_path}", file=sys.stderr)
+    return code
+
+
 def main(argv: Sequence[str]) -> int:
     from serving.model_servers import main as server
 
@@ -86,6 +149,8 @@ def main(argv: Sequence[str]) -> int:
     except config_lib.ConfigError as error:
         print(f"digits serve: {error}", file=sys.stderr)
         return 2
+    verbose = config.verbose or "--verbose" in argv
+    argv = [arg for arg in argv if arg != "--verbose"]  # this command's flag, not the server's
     line = watch_line(config, argv)
     if line:
         print(line, file=sys.stderr, flush=True)
@@ -93,4 +158,13 @@ def main(argv: Sequence[str]) -> int:
         print(f"digits serve: no model version under {os.path.abspath(config.model_serving_dir)} yet. "
               "`make run` pushes one when the Evaluator blesses the model (its summary says why it did not); "
               "the server waits and serves the first version that appears.", file=sys.stderr)
-    return server.main(server_flags(config) + list(argv))
+    flags = server_flags(config) + list(argv)
+    if verbose:
+        return server.main(flags)
+    log_path = os.environ.get(LOG_ENV)
+    if not log_path:  # under `digits demo`, the demo names its log
+        from pipeline import console
+
+        log_path = console.command_log_path(config.pipeline_root, "serve")
+        print(f"digits serve: the full log is in {log_path} (--verbose shows it here)", file=sys.stderr, flush=True)
+    return _serve_quietly(flags, log_path)

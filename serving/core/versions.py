@@ -255,6 +255,7 @@ class VersionManager:
                 self._publish(harness.version, "END", error.code, error.message)
                 return
         harness.state, harness.servable = "ready", servable
+        log.info("Successfully loaded servable version {name: %s version: %d}", self.name, harness.version)
         self._publish(harness.version, "AVAILABLE", servable=servable)
 
     def _wait_to_retry(self, harness: _Harness) -> bool:

@@ -1,11 +1,14 @@
 """What a user sees before the model server serves: a port another program holds is refused (naming the
 holder) with one serving process or several, ``digits serve --help`` is only the help, ``digits serve`` says
-which directory it watches, and ``python -m serving`` under a Python without the dependencies says so in
+which directory it watches, shows its own lines with the libraries' output in a log file (or live with
+--verbose), and ``python -m serving`` under a Python without the dependencies says so in
 one line."""
 import os
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 
+import http.client  # noqa: E402
+import re  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -16,6 +19,7 @@ import pytest  # noqa: E402
 from pipeline import config as config_lib  # noqa: E402
 from pipeline import serve  # noqa: E402
 from serving.model_servers import ports  # noqa: E402
+from tests.quiet_output import clean_env, noise_lines, output_until, push_half_plus_two  # noqa: E402
 from tests.server_process import REPO, free_port, stop_process, wait_for  # noqa: E402
 
 ENV = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
@@ -116,3 +120,87 @@ def test_help_into_a_closed_pipe_ends_without_a_traceback(command):
     finally:
         os.close(write_end)
     assert (result.returncode, result.stderr) == (1, "")
+
+
+@pytest.fixture(scope="module")
+def pushed(tmp_path_factory):
+    """A serving directory with one version of "mnist" pushed (half_plus_two: the wrapper never predicts)."""
+    serving_dir = tmp_path_factory.mktemp("pushed") / "serving"
+    return serving_dir, push_half_plus_two(str(serving_dir))
+
+
+def digits_serve_output(tmp_path, serving_dir, *flags):
+    """`digits serve` started as from a new shell, until it answers on REST; then SIGTERM. (exit code, output)."""
+    rest_port = free_port()
+    env = clean_env(DIGITS_SERVING_DIR=str(serving_dir), DIGITS_PIPELINE_ROOT=str(tmp_path / "root"))
+    return output_until([sys.executable, "-m", "pipeline.cli", "serve", f"--port={free_port()}",
+                         f"--rest_api_port={rest_port}", *flags], env,
+                        lambda out: "Exporting HTTP/REST API at:" in out and http_status(rest_port) == 200,
+                        what="digits serve to answer on REST")
+
+
+def http_status(port: int) -> int:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+    try:
+        connection.request("GET", "/v1/models/mnist")
+        return connection.getresponse().status
+    except (OSError, http.client.HTTPException):
+        return 0
+    finally:
+        connection.close()
+
+
+def test_digits_serve_shows_its_own_lines_and_logs_the_libraries(tmp_path, pushed):
+    serving_dir, version = pushed
+    code, out = digits_serve_output(tmp_path, serving_dir)
+    assert code == 0, out
+    assert noise_lines(out) == [], out
+    lines = out.splitlines()
+    assert len(lines) <= 8, out
+    assert lines[0].startswith(f"digits serve: watching {serving_dir / 'mnist'} for versions of model 'mnist'")
+    log_path = re.fullmatch(r"digits serve: the full log is in (.*) \(--verbose shows it here\)", lines[1]).group(1)
+    assert re.fullmatch(re.escape(str(tmp_path / "root" / "logs")) + r"/serve-\d{8}T\d{6}Z\.log", log_path)
+    assert f"digits serve: Successfully loaded servable version {{name: mnist version: {version}}}" in lines
+    assert any(line.startswith("digits serve: Running gRPC ModelServer at 0.0.0.0:") for line in lines), out
+    assert any(line.startswith("digits serve: Exporting HTTP/REST API at:localhost:") for line in lines), out
+    with open(log_path) as f:
+        log = f.read()
+    assert "I digits.model_server] Running gRPC ModelServer at" in log and noise_lines(log), log[-3000:]
+
+
+def test_digits_serve_verbose_shows_the_libraries_live(tmp_path, pushed):
+    code, out = digits_serve_output(tmp_path, pushed[0], "--verbose")
+    assert code == 0, out
+    assert noise_lines(out) and "I digits.model_server] Exporting HTTP/REST API at:" in out, out
+    assert "the full log is in" not in out and not (tmp_path / "root" / "logs").exists()
+
+
+def test_digits_serve_shows_a_bad_flag_and_where_the_log_is(tmp_path, pushed):
+    env = clean_env(DIGITS_SERVING_DIR=str(pushed[0]), DIGITS_PIPELINE_ROOT=str(tmp_path / "root"))
+    result = subprocess.run([sys.executable, "-m", "pipeline.cli", "serve", "--rest_api_port=abc"], cwd=REPO,
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "digits-model-server: Couldn't interpret value 'abc' for flag --rest_api_port" in result.stderr
+    assert re.search(r"^digits serve: stopped \(exit 2\); the full log is in .*/serve-\d{8}T\d{6}Z\.log$",
+                     result.stderr, re.M), result.stderr
+
+
+def test_server_lines_show_the_announcements_and_each_warning_once():
+    import io
+    import logging
+
+    terminal = io.StringIO()
+    handler = serve.ServerLines(terminal)
+
+    def emit(level, msg, *args):
+        handler.emit(logging.LogRecord("serving.core.model_registry", level, __file__, 1, msg, args, None))
+
+    emit(logging.INFO, "Serving with %d processes (pids %s).", 2, "1, 2")
+    emit(logging.INFO, "Successfully loaded servable version {name: %s version: %d}", "mnist", 7)
+    for _ in range(3):
+        emit(logging.WARNING, "Waiting for a version of %s to appear", "mnist")
+    emit(logging.ERROR, "Loading servable: {name: %s version: %d} failed: %s", "mnist", 8, "bad")
+    assert terminal.getvalue().splitlines() == [
+        "digits serve: Successfully loaded servable version {name: mnist version: 7}",
+        "digits serve: warning: Waiting for a version of mnist to appear",
+        "digits serve: error: Loading servable: {name: mnist version: 8} failed: bad"]

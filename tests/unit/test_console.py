@@ -2,6 +2,7 @@
 import io
 import logging
 import os
+import subprocess
 import sys
 
 from pipeline import config as config_lib  # noqa: F401 - config_flags is imported through config
@@ -85,3 +86,21 @@ def test_verbose_is_a_flag_and_an_environment_variable():
     assert config_flags.from_sources(["--verbose", "false", "--epochs", "1"]).verbose is False
     assert config_flags.from_sources([], {"DIGITS_VERBOSE": "true"}).verbose is True
     assert config_flags.from_sources([], {}).verbose is False
+
+
+def test_redirected_puts_child_processes_in_the_log_and_gives_the_chosen_console(tmp_path, capfd):
+    """`digits serve`'s form: the console is the original stderr; children inherit the log as 1 and 2."""
+    path = console.command_log_path(str(tmp_path), "serve")
+    assert os.path.dirname(path) == str(tmp_path / "logs") and os.path.basename(path).startswith("serve-")
+    with console.redirected(path, console_fd=2) as terminal:
+        subprocess.run([sys.executable, "-c", "import sys; print('child out'); print('child err', file=sys.stderr)"],
+                       check=True)
+        os.write(2, b"I tensorflow/core/util/port.cc:113] oneDNN custom operations are on.\n")
+        terminal.write("digits serve: a line of ours\n")
+    out, err = capfd.readouterr()
+    assert (out, err) == ("", "digits serve: a line of ours\n")
+    with open(path) as f:
+        log = f.read()
+    assert "child out" in log and "child err" in log and "oneDNN" in log
+    print("after")  # descriptors are back
+    assert capfd.readouterr().out == "after\n"
