@@ -6,9 +6,11 @@
 - ``classify``: serialized tf.Example ``inputs`` -> ``classes`` (string labels "0".."9") and
   ``scores`` [None, 10], with TF Serving's classify method name so its Classify API accepts it.
 
-tf.Examples go through Transform's own graph. Raw-pixel floats cannot (the transform graph takes
-int64 pixels, and 0..1 floats would truncate), so ``serving_default`` calls the very function
-``preprocessing_fn`` is made of; the signature-parity test keeps the two paths equal.
+tf.Examples go through Transform's own graph and need only ``image``: ``label``, ``source`` and ``span``
+are in the training data, not in requests, so the signatures parse none of them. Raw-pixel floats
+cannot go through that graph (it takes int64 pixels, and 0..1 floats would truncate), so
+``serving_default`` calls the very function ``preprocessing_fn`` is made of; the signature-parity
+test keeps the two paths equal.
 """
 from __future__ import annotations
 
@@ -37,7 +39,9 @@ def make_signatures(model: tf.keras.Model, tf_transform_output):
     """Concrete functions for ``model.save(signatures=...)``; the transform layer is tracked by the model."""
     model.tft_layer = tf_transform_output.transform_features_layer()
     raw_feature_spec = tf_transform_output.raw_feature_spec()
-    raw_feature_spec.pop(features.LABEL_KEY)
+    # What clients send is the image alone: the label and the data's provenance are not inputs.
+    for key in (features.LABEL_KEY, features.SOURCE_KEY, features.SPAN_KEY):
+        raw_feature_spec.pop(key, None)
     image_key = features.transformed_name(features.IMAGE_KEY)
 
     def transformed_images(serialized):

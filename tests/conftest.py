@@ -62,8 +62,8 @@ def pipeline_run(tmp_path_factory):
     from pipeline import local_runner
 
     root = tmp_path_factory.mktemp("pipeline")
-    config = config_lib.PipelineConfig(
-        pipeline_root=str(root / "root"), serving_dir=str(root / "serving"), **SMALL_RUN)
+    config = config_lib.PipelineConfig(  # a data root of its own with no spans: MNIST only, as ever
+        pipeline_root=str(root / "root"), serving_dir=str(root / "serving"), data_root=str(root / "data"), **SMALL_RUN)
     summary = local_runner.run(config)
     return config, summary
 

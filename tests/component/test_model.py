@@ -67,6 +67,25 @@ def test_signature_contract(pushed_model_dir):
     assert methods[signatures.DEFAULT_SIGNATURE] == "tensorflow/serving/predict"
 
 
+def test_clients_send_the_image_alone_though_the_training_data_carries_source_and_span(
+        pipeline_run, pushed_model_dir, test_digits):
+    import tensorflow_transform as tft
+
+    config, _ = pipeline_run
+    graph = tft.TFTransformOutput(_first_output(config, "Transform", "transform_graph"))
+    assert {"image", "label", "source", "span"} <= set(graph.raw_feature_spec())  # the schema's features
+    images, labels = test_digits
+    flat = images.reshape(N, 784)
+    as_in_training = tf.constant(_to_examples(flat, labels, ["feedback"] * N, 3))
+    image_only = tf.constant([tf.train.Example(features=tf.train.Features(feature={"image": tf.train.Feature(
+        int64_list=tf.train.Int64List(value=image.astype(np.int64)))})).SerializeToString() for image in flat])
+    loaded = tf.saved_model.load(pushed_model_dir)
+    for name, key, output in ((signatures.EXAMPLES_SIGNATURE, "examples", "probabilities"),
+                              (signatures.CLASSIFY_SIGNATURE, "inputs", "scores")):
+        expected = loaded.signatures[name](**{key: as_in_training})[output].numpy()
+        assert np.abs(loaded.signatures[name](**{key: image_only})[output].numpy() - expected).max() <= 1e-6, name
+
+
 def test_model_is_the_seed_architecture():
     model = model_module.build_model(model_module.HParams())
     layers = [(type(layer).__name__, getattr(layer, "units", None)) for layer in model.layers]

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
+import subprocess
 import sys
 import sysconfig
 
@@ -16,9 +18,11 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 from tfx.dsl.components.base import executor_spec
 from tfx.dsl.components.common import resolver
 
+from components import example_gen
 from components.served_baseline import ServedBaseline
 from pipeline import kubeflow_v2_runner
 from pipeline.config import PipelineConfig
+from tests.quiet_output import clean_env, noise_lines
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 PRESETS = {
@@ -115,6 +119,8 @@ def test_task_dependencies_are_the_pipeline_upstream_nodes(compiled):
                 assert producer == task_ids(node)[0]
             assert sorted(compiled.tasks[task].get("dependentTasks", [])) == expected, task
     assert "ExampleValidator" in compiled.tasks["Transform"]["dependentTasks"]  # anomalies stop the run first
+    assert "SpanValidator" in compiled.tasks["Transform"]["dependentTasks"]  # so do bad spans
+    assert "SpanValidator" in compiled.tasks["ExampleValidator"]["dependentTasks"]  # naming the span first
 
 
 def test_every_container_runs_the_pipeline_image(compiled):
@@ -152,10 +158,11 @@ def test_served_baseline_is_a_container_task_reading_the_kfp_serving_dir(served)
     assert container["args"][:2] == ["--executor_class_path", "components.served_baseline.Executor"]
     assert served.container("Evaluator")["args"][:2] == ["--executor_class_path", "components.evaluator.Executor"]
     # Its output depends on the serving directory, which Kubeflow's cache key does not see: never cached,
-    # while every other task keeps the pipeline's caching.
+    # as ExampleGen (the spans of the data root), while every other task keeps the pipeline's caching.
     assert task["cachingOptions"] == {"enableCache": False}
-    assert {name: t.get("cachingOptions") for name, t in served.tasks.items() if name != "served_model_baseline"} \
-        == {name: {"enableCache": True} for name in served.tasks if name != "served_model_baseline"}
+    never = {"served_model_baseline", "MnistExampleGen"}
+    assert {name: t.get("cachingOptions") for name, t in served.tasks.items()} \
+        == {name: {"enableCache": name not in never} for name in served.tasks}
 
 
 def test_beam_components_get_the_preset_arguments(compiled):
@@ -196,6 +203,10 @@ def test_locations_are_the_object_store_and_the_image(compiled):
     assert destination["filesystem"]["base_directory"] == "s3://models/serving/mnist"
     assert constant("ImportSchemaGen", "schema_file") == "/opt/digits/components/schema/schema.pbtxt"
     assert constant("MnistExampleGen", "input_base") == "/usr/local/lib/python3.10/site-packages/mnist/data"
+    # The spans: read from the data volume mounted in the pod, every sealed one (span_window 0).
+    spans_config = example_gen._config({"custom_config": constant("MnistExampleGen", "custom_config")})
+    assert (spans_config["data_root"], spans_config["span_window"]) == ("/data", 0)
+    assert compiled.tasks["MnistExampleGen"]["cachingOptions"] == {"enableCache": False}
 
 
 def _strings(value):
@@ -221,7 +232,8 @@ def test_nothing_points_at_this_checkout_or_venv(compiled):
 def test_cli_compiles_and_prints_the_paths(tmp_path, capsys):
     from pipeline import cli
 
-    assert cli.main(["kfp", "--output-dir", str(tmp_path), "--pipeline-image", "img:1"]) == 0
+    assert cli.main(["kfp", "--output-dir", str(tmp_path), "--pipeline-image", "img:1",
+                     "--pipeline-root", str(tmp_path / "root")]) == 0
     printed = capsys.readouterr().out.split()
     assert printed == [str(tmp_path / "digits_pipeline_job.json"), str(tmp_path / "digits_pipeline.json")]
     assert json.loads((tmp_path / "digits_pipeline.json").read_text())["deploymentSpec"]["executors"][
@@ -231,7 +243,8 @@ def test_cli_compiles_and_prints_the_paths(tmp_path, capsys):
 def test_cli_compiles_the_served_baseline_without_resolvers(tmp_path, capsys):
     from pipeline import cli
 
-    assert cli.main(["kfp", "--output-dir", str(tmp_path), "--baseline", "serving-dir"]) == 0
+    assert cli.main(["kfp", "--output-dir", str(tmp_path), "--baseline", "serving-dir",
+                     "--pipeline-root", str(tmp_path / "root")]) == 0
     spec = json.loads((tmp_path / "digits_pipeline.json").read_text())
     assert [label for label, executor in spec["deploymentSpec"]["executors"].items() if "resolver" in executor] == []
     assert spec["root"]["dag"]["tasks"]["served_model_baseline"]["inputs"]["parameters"]["model_dir"] == {
@@ -252,3 +265,43 @@ def test_bad_config_is_one_line_and_exit_2(argv, message, tmp_path, capsys):
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and err.startswith("digits kfp: ")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_span_validator_and_evaluator_get_the_validation_limits_and_gate_of_the_config(tmp_path):
+    config = PipelineConfig(kfp_pipeline_root="gs://test-bucket/root", kfp_serving_dir="s3://models/serving",
+                            max_blank_share=0.02, max_label_share=0.7, drift_threshold=0.25, drift_stops_run=True)
+    compiled = Compiled(config, tmp_path)
+    parameters = compiled.tasks["SpanValidator"]["inputs"]["parameters"]
+    values = {name: parameters[name]["runtimeValue"]["constant"] for name in
+              ("max_blank_share", "max_saturated_share", "max_label_share", "drift_threshold", "drift_stops_run")}
+    assert values == {"max_blank_share": 0.02, "max_saturated_share": 0.01, "max_label_share": 0.7,
+                      "drift_threshold": 0.25, "drift_stops_run": 1}
+    gate = json.loads(compiled.tasks["Evaluator"]["inputs"]["parameters"]["source_gate"]["runtimeValue"]["constant"])
+    assert gate == {"mnist_floor": config.effective_mnist_floor, "max_accuracy_drop": config.max_accuracy_drop,
+                    "max_new_data_drop": config.max_new_data_drop, "min_slice_examples": config.min_slice_examples}
+
+
+def digits_kfp(tmp_path, *flags):
+    """`digits kfp` started as from a new shell: (exit code, stdout, stderr)."""
+    done = subprocess.run([sys.executable, "-m", "pipeline.cli", "kfp", "--output-dir", str(tmp_path / "kfp"),
+                           "--pipeline-root", str(tmp_path / "root"), *flags], cwd=REPO, env=clean_env(),
+                          capture_output=True, text=True, timeout=300)
+    return done.returncode, done.stdout, done.stderr
+
+
+def test_cli_prints_what_it_wrote_and_where_the_compilers_log_is(tmp_path):
+    code, out, err = digits_kfp(tmp_path)
+    assert code == 0, err
+    assert out.splitlines() == [str(tmp_path / "kfp" / "digits_pipeline_job.json"),
+                                str(tmp_path / "kfp" / "digits_pipeline.json")]
+    assert noise_lines(err) == [] and len(err.splitlines()) == 1, err
+    log_path = re.fullmatch(r"digits kfp: the compiler's log is in (.*) \(--verbose shows it here\)\n", err).group(1)
+    assert re.fullmatch(re.escape(str(tmp_path / "root" / "logs")) + r"/kfp-\d{8}T\d{6}Z\.log", log_path)
+    assert noise_lines(pathlib.Path(log_path).read_text()), "the libraries' output is in the log"
+
+
+def test_cli_verbose_shows_the_compilers_output(tmp_path):
+    code, out, err = digits_kfp(tmp_path, "--verbose")
+    assert code == 0, err
+    assert noise_lines(err) and "log is in" not in err and not (tmp_path / "root" / "logs").exists(), err
+    assert out.splitlines()[-1] == str(tmp_path / "kfp" / "digits_pipeline.json")

@@ -1,4 +1,5 @@
 import dataclasses
+import os
 
 import pytest
 
@@ -48,6 +49,7 @@ def test_environment_overrides_defaults_and_flags_override_environment():
                                     "DIGITS_DATAFLOW_PROJECT"),
     (["--kfp-pipeline-root", "/mnt/pipeline"], "kfp_pipeline_root must be an object-store URI"),
     (["--kfp-serving-dir", "digits-ml/serving"], "kfp_serving_dir must be an object-store URI"),
+    (["--kfp-data-root", "data"], "kfp_data_root must be an absolute path in the pod"),
     (["--schedule", "0 0 3 * * *"], "schedule must be a 5-field cron expression"),
     (["--schedule", "daily"], "schedule must be a 5-field cron expression"),
     (["--baseline", "latest"], "^--baseline: 'latest' is not one of latest-blessed, serving-dir$"),
@@ -241,3 +243,14 @@ def test_example_gen_gets_the_split_limits_and_the_summary_shows_the_training_se
     summary = RunSummary(run_id="r", components=[], verdict={}, pushed=False, pushed_version=None,
                          pushed_path=None, report_path=None, config=config)
     assert "trained on: 6,000 images (the first 5,000 train + 1,000 eval)" in summary.render().splitlines()
+
+
+def test_example_gen_gets_the_data_root_made_absolute_and_the_span_window():
+    from components.example_gen import _config
+    from pipeline.pipeline import create_pipeline
+
+    for data_root, expected in (("my-data", os.path.abspath("my-data")), ("gs://bucket/data", "gs://bucket/data")):
+        config = PipelineConfig(data_root=data_root, span_window=3)
+        example_gen = next(c for c in create_pipeline(config).components if c.id == "MnistExampleGen")
+        assert (_config(example_gen.exec_properties)["data_root"], _config(example_gen.exec_properties)[
+            "span_window"]) == (expected, 3)
