@@ -21,7 +21,8 @@ SCHEMA_HINT = "fix the data, or if the data is right, update components/schema/s
 
 
 class DataAnomaliesError(RuntimeError):
-    """The examples do not match the schema; the message lists every anomaly."""
+    """The examples break the schema, or a span holds what cannot be right (components/span_validator.py);
+    the message lists every problem. `digits run` reports it as stopped_by_data_validation."""
 
 
 def describe_anomalies(anomalies_by_split: Dict[str, anomalies_pb2.Anomalies]) -> List[str]:

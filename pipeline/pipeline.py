@@ -14,18 +14,22 @@ from tfx import v1 as tfx
 from tfx.dsl.components.base import executor_spec
 
 from components import mnist_source, pusher
-from components.eval_config import make_eval_config
+from components.eval_config import SourceGate, make_eval_config
 from components.evaluator import Evaluator
 from components.example_gen import MnistExampleGen
 from components.example_validator import ExampleValidator
 from components.model import HParams
 from components.report import RunReport
+from components.schema_gen import CuratedSchemaGen
 from components.served_baseline import ServedBaseline
+from components.span_validator import SpanValidator
 from pipeline.config import PipelineConfig
 
 _SCHEMA_PATH = ("components", "schema", "schema.pbtxt")  # in the repository
 SCHEMA_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), *_SCHEMA_PATH)
-_DATA_CODE = ("components.example_gen", "components.mnist_source", "components.features")
+_DATA_CODE = ("components.example_gen", "components.mnist_source", "components.features", "components.spans",
+              "components.span_files")
+_SPAN_CHECK_CODE = ("components.span_validator", "components.span_validation", "components.span_drift")
 _TRANSFORM_CODE = ("components.preprocessing", "components.features")
 _TRAINER_CODE = _TRANSFORM_CODE + ("components.model", "components.signatures")
 PREPROCESSING_FN = "components.preprocessing.preprocessing_fn"
@@ -69,15 +73,23 @@ def create_pipeline(
     metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
     sources: SourceLocations = SourceLocations(),
 ) -> tfx.dsl.Pipeline:
-    """ExampleGen -> StatisticsGen -> SchemaGen -> ExampleValidator -> Transform -> Trainer ->
+    """ExampleGen -> StatisticsGen -> SchemaGen -> SpanValidator, ExampleValidator -> Transform -> Trainer ->
     Evaluator (against the baseline of ``config.baseline``) -> Pusher, and the run report."""
     example_gen = MnistExampleGen(config.data_source, config.split_limits,
-                                  code_version(*_DATA_CODE), package_data_dir=sources.package_data_dir)
+                                  code_version(*_DATA_CODE), package_data_dir=sources.package_data_dir,
+                                  data_root=config.data_root, span_window=config.span_window)
     examples = example_gen.outputs["examples"]
 
     statistics_gen = tfx.components.StatisticsGen(examples=examples)
-    schema_gen = tfx.components.ImportSchemaGen(schema_file=sources.schema_file)
+    schema_gen = CuratedSchemaGen(schema_file=sources.schema_file, local_copy=SCHEMA_FILE).with_id("ImportSchemaGen")
     validator = ExampleValidator(statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
+    # Each span on its own (blank, saturated, out of range, one label dominating, drift): it runs
+    # first, so a bad value is reported with the span it came in; the run stops before Transform.
+    span_validator = SpanValidator(
+        examples=examples, max_blank_share=config.max_blank_share, max_saturated_share=config.max_saturated_share,
+        max_label_share=config.max_label_share, drift_threshold=config.drift_threshold,
+        drift_stops_run=int(config.drift_stops_run), code_version=code_version(*_SPAN_CHECK_CODE))
+    validator.add_upstream_node(span_validator)
 
     # Instance-level normalization has nothing to analyze or materialize: Trainer and serving run
     # the transform graph themselves, so Transform only builds and saves it.
@@ -91,6 +103,7 @@ def create_pipeline(
         custom_config={"code_version": code_version(*_TRANSFORM_CODE)},
     )
     transform.add_upstream_node(validator)  # anomalies stop the run before Transform
+    transform.add_upstream_node(span_validator)
 
     trainer = tfx.components.Trainer(
         run_fn=RUN_FN,
@@ -119,6 +132,9 @@ def create_pipeline(
         model=trainer.outputs["model"],
         baseline_model=baseline_model,
         eval_config=make_eval_config(config.accuracy_floor, config.max_accuracy_drop),
+        source_gate=SourceGate(mnist_floor=config.effective_mnist_floor, max_accuracy_drop=config.max_accuracy_drop,
+                               max_new_data_drop=config.max_new_data_drop,
+                               min_slice_examples=config.min_slice_examples),
         example_splits=["test"],
     )
 
@@ -132,10 +148,13 @@ def create_pipeline(
 
     run_info = {**dataclasses.asdict(hparams_from(config)), "train_splits": list(config.train_split_names),
                 "code_version": code_version(*_TRAINER_CODE)}
-    report = RunReport(model=trainer.outputs["model"], examples=examples, evaluation=evaluator.outputs["evaluation"],
+    report = RunReport(model=trainer.outputs["model"], model_run=trainer.outputs["model_run"], examples=examples,
+                       statistics=statistics_gen.outputs["statistics"], evaluation=evaluator.outputs["evaluation"],
+                       pushed_model=push.outputs["pushed_model"],
+                       span_checks=span_validator.outputs["span_checks"],
                        run_info=json.dumps(run_info, sort_keys=True, default=str))
 
-    components: List = [example_gen, statistics_gen, schema_gen, validator, transform, trainer,
+    components: List = [example_gen, statistics_gen, schema_gen, span_validator, validator, transform, trainer,
                         baseline, evaluator, push, report]
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,

@@ -11,6 +11,9 @@ from ml_metadata.proto import metadata_store_pb2
 
 from components.pusher import NEW_VERSION_PROPERTY
 from components.report import REPORT_FILE, SUMMARY_FILE, HtmlReport
+from components.source_slices import summary_lines as source_lines
+from components.span_validation import drift_lines
+from components.span_validator import CHECKS_FILE, SpanChecks
 from pipeline.config import PipelineConfig
 
 _STATE_NAMES = {value: name for name, value in metadata_store_pb2.Execution.State.items()}
@@ -35,19 +38,26 @@ class RunSummary:
     config: PipelineConfig
     served_version: Optional[int] = None  # with baseline=serving-dir: the version compared against, 0 = none
     pushed_new: bool = False  # this run made a new version (not a cached push, not a model already served)
+    report_artifact_path: Optional[str] = None  # the RunReport's own page, when report_path is the completed copy
+    span_checks: Optional[Dict] = None  # SpanValidator's span_checks.json: per-span figures and drift
 
     def render(self, components: bool = True) -> str:
         """The summary; ``components=False`` leaves out the per-component table (already shown live)."""
         lines = [f"digits run {self.run_id}"]
         if components:
             lines += [f"  {run.node_id:<32} {run.state.lower():<9} {run.seconds:7.1f} s" for run in self.components]
-        lines.append(f"trained on: {self.config.describe_training_set()}")
+        lines.append(f"trained on: {self._training_set()}")
+        lines += drift_lines(self.span_checks or {})
         verdict = self.verdict
         if verdict:
             accuracy = verdict.get("accuracy")
             lines.append(f"test accuracy: {accuracy:.4f} on {verdict.get('example_count')} test images"
                          if accuracy is not None else "test accuracy: not computed")
             lines.append(self._baseline_line())
+            config = self.config
+            lines += ["  " + line for line in source_lines(
+                verdict.get("sources") or {}, config.effective_mnist_floor, config.max_accuracy_drop,
+                config.max_new_data_drop, config.min_slice_examples)]
             if verdict.get("blessed"):
                 lines.append("blessed: yes")
             else:
@@ -64,6 +74,14 @@ class RunSummary:
         if self.report_path:
             lines.append(f"report: {self.report_path}")
         return "\n".join(lines)
+
+    def _training_set(self) -> str:
+        """The config's words, with the count StatisticsGen made when the config gives none or another."""
+        described = self.config.describe_training_set()
+        counted = (self.verdict or {}).get("train_examples")
+        if counted is None or counted == self.config.train_examples:
+            return described
+        return f"{described}: {counted:,} images"
 
     def _baseline_line(self) -> str:
         """What the change threshold compared against. The verdict holds baseline metrics only when
@@ -104,7 +122,12 @@ def _output_artifacts(store, execution_ids: List[int]) -> Dict[int, List[metadat
 def collect(config: PipelineConfig, connection: metadata_store_pb2.ConnectionConfig) -> RunSummary:
     """What the newest run of ``config.pipeline_name`` did, component by component."""
     store = _store(connection)
-    run = _latest_run(store)
+    return summarize(config, store, _latest_run(store))
+
+
+def summarize(config: PipelineConfig, store: metadata_store.MetadataStore,
+              run: metadata_store_pb2.Context) -> RunSummary:
+    """What one pipeline run (a ``pipeline_run`` context) did, component by component."""
     executions = sorted(store.get_executions_by_context(run.id), key=lambda e: e.create_time_since_epoch)
     node_of = {}
     for context in store.get_contexts_by_type("node"):
@@ -112,6 +135,8 @@ def collect(config: PipelineConfig, connection: metadata_store_pb2.ConnectionCon
             node_of[execution.id] = context.name.split(".", 1)[-1]
     outputs = _output_artifacts(store, [e.id for e in executions])
     report_type = store.get_artifact_type(HtmlReport.TYPE_NAME)
+    checks_types = {t.id for t in store.get_artifact_types() if t.name == SpanChecks.TYPE_NAME}
+    span_checks = None
 
     components, pushed, pushed_version, pushed_path, report_dir = [], False, None, None, None
     served_version, pushed_new = None, False
@@ -133,6 +158,9 @@ def collect(config: PipelineConfig, connection: metadata_store_pb2.ConnectionCon
                 served_version = properties["served_version"].int_value
             if artifact.type_id == report_type.id:
                 report_dir = artifact.uri
+            if artifact.type_id in checks_types and os.path.exists(os.path.join(artifact.uri, CHECKS_FILE)):
+                with open(os.path.join(artifact.uri, CHECKS_FILE)) as f:
+                    span_checks = json.load(f)
     verdict = {}
     if report_dir and os.path.exists(os.path.join(report_dir, SUMMARY_FILE)):
         with open(os.path.join(report_dir, SUMMARY_FILE)) as f:
@@ -141,4 +169,4 @@ def collect(config: PipelineConfig, connection: metadata_store_pb2.ConnectionCon
         run_id=run.name, components=components, verdict=verdict, pushed=pushed,
         pushed_version=pushed_version, pushed_path=pushed_path,
         report_path=os.path.join(report_dir, REPORT_FILE) if report_dir else None, config=config,
-        served_version=served_version, pushed_new=pushed_new)
+        served_version=served_version, pushed_new=pushed_new, span_checks=span_checks)

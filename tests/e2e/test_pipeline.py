@@ -2,8 +2,10 @@
 pushed version, the cache, and the gates that keep a bad model or bad data from being served."""
 import dataclasses
 import hashlib
+import html
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -12,14 +14,14 @@ from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from components.example_validator import DataAnomaliesError
-from pipeline import local_runner
+from pipeline import local_runner, outcomes
 from pipeline.config import PipelineConfig
 from tests.conftest import SMALL_RUN, make_idx_dir
 
-COMPONENTS = {"ImportSchemaGen", "MnistExampleGen", "StatisticsGen", "ExampleValidator", "Transform", "Trainer",
-              "latest_blessed_model_resolver", "Evaluator", "Pusher", "RunReport"}
-UPSTREAM_OF_EVALUATOR = {"ImportSchemaGen", "MnistExampleGen", "StatisticsGen", "ExampleValidator", "Transform",
-                         "Trainer"}
+COMPONENTS = {"ImportSchemaGen", "MnistExampleGen", "StatisticsGen", "SpanValidator", "ExampleValidator", "Transform",
+              "Trainer", "latest_blessed_model_resolver", "Evaluator", "Pusher", "RunReport"}
+UPSTREAM_OF_EVALUATOR = {"ImportSchemaGen", "MnistExampleGen", "StatisticsGen", "SpanValidator", "ExampleValidator",
+                         "Transform", "Trainer"}
 
 
 def snapshot(directory):
@@ -68,7 +70,7 @@ def test_run_report_and_summary(pipeline_run):
     _, summary = pipeline_run
     with open(summary.report_path) as f:
         report = f.read()
-    assert report.count("data:image/png;base64,") == 3
+    assert report.count("data:image/png;base64,") == 4  # training curves, confusion, per digit, wrong digits
     assert "Confusion matrix" in report and "most confidently wrong" in report
     assert "Hyper-parameters and code version" in report
     for field in ("epochs", "batch_size", "hidden_units", "learning_rate", "seed", "train_splits", "code_version"):
@@ -80,6 +82,42 @@ def test_run_report_and_summary(pipeline_run):
     assert abs(figures["accuracy"] - figures["report_accuracy"]) < 1e-6
     text = summary.render()
     assert f"pushed: version {summary.pushed_version}" in text and "no blessed model existed yet" in text
+
+
+def test_run_report_shows_curves_sizes_push_comparison_and_component_times(pipeline_run):
+    config, summary = pipeline_run
+    with open(summary.report_path) as f:
+        report = f.read()
+    with open(os.path.join(os.path.dirname(summary.report_path), "summary.json")) as f:
+        figures = json.load(f)
+    assert report.count("data:image/png;base64,") == 4  # + training curves; no baseline, so no grouped bars
+    assert "alt='training curves'" in report and "No training history" not in report
+    assert "No validation series" in report  # the default trains on train + eval: nothing held out
+    assert not re.search(r"src=['\"]https?:", report)
+    # StatisticsGen's counts: what ExampleGen kept of each split; the Trainer fits on train + eval
+    assert figures["split_sizes"] == {"train": 2000, "eval": 500, "test": 500}
+    assert figures["train_splits"] == ["train", "eval"] and figures["train_examples"] == config.train_examples
+    for split, count in figures["split_sizes"].items():
+        assert f"<td>{split}</td><td>{count:,}</td><td>{'no' if split == 'test' else 'yes'}</td>" in report
+    assert f"Training set: <b>{config.train_examples:,}</b> examples (train + eval)" in report
+    (served,) = os.listdir(config.model_serving_dir)
+    assert served == summary.pushed_version and f"pushed as version {served}" in report
+    assert "no baseline model: the floor alone decided" in report and "accuracy floor 0.5000" in report
+    assert "<td>digit 9</td>" in report and figures["thresholds"]["floor"] == 0.5
+    assert "Component times are added when the run ends" in report
+
+    completed = outcomes.complete_report(config.pipeline_root, summary)
+    assert completed.report_path == os.path.join(config.pipeline_root, "runs", summary.run_id, "report.html")
+    with open(completed.report_path) as f:
+        page = f.read()
+    assert "Component times are added" not in page and "<th>component</th><th>state</th><th>seconds</th>" in page
+    for component in summary.components:
+        assert f"<td>{component.node_id}</td><td>{component.state.lower()}</td>" in page, component.node_id
+    assert html.escape(summary.run_id) in page and f"report: {completed.report_path}" in completed.render()
+    with open(outcomes.write(config.pipeline_root, summary.run_id, "pushed", completed)) as f:
+        record = json.load(f)
+    assert record["report"] == completed.report_path
+    assert record["split_sizes"] == figures["split_sizes"] and record["train_examples"] == config.train_examples
 
 
 def test_second_identical_run_hits_the_cache_and_pushes_nothing_new(pipeline_run):
@@ -116,7 +154,7 @@ def test_a_model_much_worse_than_the_blessed_one_is_not_pushed(pipeline_run):
 
 
 @pytest.mark.parametrize("corruption, feature", [("label_of_10", "label"), ("image_of_783_values", "image")])
-def test_corrupt_data_stops_the_run_at_example_validator(pipeline_run, small_images, tmp_path, corruption, feature):
+def test_corrupt_data_stops_the_run_at_validation_naming_the_span(pipeline_run, small_images, tmp_path, corruption, feature):
     config, _ = pipeline_run
     train_images, train_labels, test_images, test_labels = (np.array(a) for a in small_images)
     if corruption == "label_of_10":
@@ -132,10 +170,10 @@ def test_corrupt_data_stops_the_run_at_example_validator(pipeline_run, small_ima
     while not isinstance(error, DataAnomaliesError) and (error.__cause__ or error.__context__):
         error = error.__cause__ or error.__context__
     assert isinstance(error, DataAnomaliesError)
-    assert f"feature '{feature}'" in str(error)
+    assert "span 0 (mnist): " in str(error) and f"feature '{feature}'" in str(error)
 
-    executions_after = mlmd_executions(config)
-    assert executions_after["ExampleValidator"][-1].last_known_state == metadata_store_pb2.Execution.FAILED
+    executions_after = mlmd_executions(config)  # SpanValidator runs first: ExampleValidator waits on it
+    assert executions_after["SpanValidator"][-1].last_known_state == metadata_store_pb2.Execution.FAILED
     assert len(executions_after["Transform"]) == len(executions_before["Transform"])  # stopped before it
     for name, runs in executions_before.items():  # earlier metadata intact
         assert [e.id for e in executions_after[name][:len(runs)]] == [e.id for e in runs]
@@ -149,7 +187,7 @@ def served_baseline_runs(tmp_path_factory):
     unit, one epoch) and may drop no accuracy at all against the served version."""
     root = tmp_path_factory.mktemp("served_baseline")
     config = PipelineConfig(pipeline_root=str(root / "root"), serving_dir=str(root / "serving"),
-                            baseline="serving-dir", **SMALL_RUN)
+                            data_root=str(root / "data"), baseline="serving-dir", **SMALL_RUN)
     first = local_runner.run(config)
     served_after_first = snapshot(config.serving_dir)
     worse = dataclasses.replace(config, hidden_units=(1,), epochs=1, accuracy_floor=0.0, max_accuracy_drop=0.0)
@@ -193,3 +231,32 @@ def test_served_baseline_is_cached_while_nothing_new_is_served(served_baseline_r
     assert third.verdict["baseline_accuracy"] == third.verdict["accuracy"] and third.verdict["blessed"]
     assert third.pushed_version == first.pushed_version and snapshot(config.serving_dir) == served_after_first
     assert not third.pushed_new and "pushed: nothing new" in third.render()
+
+
+def test_digits_runs_lists_each_run_from_ml_metadata(pipeline_run, capsys):
+    from pipeline import cli, run_history
+
+    config, summary = pipeline_run
+    runs = run_history.history(config)
+    assert [run["run_id"] for run in runs] == sorted(run["run_id"] for run in runs)  # oldest first
+    (first,) = [run for run in runs if run["run_id"] == summary.run_id]
+    assert first["accuracy"] == summary.verdict["accuracy"] and first["blessed"] is True and not first["failed"]
+    assert first["pushed"] and first["pushed_new"] and first["pushed_version"] == int(summary.pushed_version)
+    assert first["split_sizes"] == {"train": 2000, "eval": 500, "test": 500} and first["test_examples"] == 500
+    assert not [s for s in first["spans"] or [] if s["span"]]  # no span was sealed: MNIST only
+    assert first["accuracy_by_source"] == run_history.by_source(summary.verdict)
+    assert first["sources"] == summary.verdict.get("sources")
+    components = sum(c.seconds for c in summary.components)
+    assert 0 < first["seconds"] and first["started"].startswith(summary.run_id[:16])
+    assert components * 0.5 <= first["seconds"], (components, first["seconds"])
+
+    assert cli.main(["runs", f"--pipeline-root={config.pipeline_root}"]) == 0
+    header, *rows = capsys.readouterr().out.splitlines()
+    assert header.split()[:3] == ["run", "id", "started"] and len(rows) == len(runs)
+    (row,) = [row for row in rows if row.startswith(summary.run_id + " ")]
+    assert "MNIST only" in row and "2,000/500/500" in row and f"{first['accuracy']:.4f}" in row, row
+    assert f"version {summary.pushed_version}" in row and " yes " in row, row
+    assert header.index("spans") == row.index("MNIST only")  # aligned columns
+
+    assert cli.main(["runs", f"--pipeline-root={config.pipeline_root}", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == runs
