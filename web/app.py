@@ -1,8 +1,10 @@
-"""The app behind the page: ``GET /``, ``/static/*``, ``POST /api/predict``, ``GET /api/model``, ``/healthz``.
+"""The app behind the page: ``GET /``, ``/static/*``, ``POST /api/predict``, ``GET /api/model``, ``/healthz``,
+and ``POST /api/feedback`` with ``GET /api/feedback/status`` (web/feedback.py).
 
 Each prediction reads the highest AVAILABLE version from TF Serving's status API and then asks that
 version by number, so the version the page shows is the one that answered. Images are prepared by
-serving.client.mnist_image, the code ``digits predict`` uses, so the page and the CLI see the same 28×28 input.
+serving.client.mnist_image, the code ``digits predict`` uses, so the page and the CLI see the same 28×28 input
+(here rounded to whole gray levels, the form feedback stores).
 Every failure is a JSON ``{"error": <kind>, "message": <plain words for people>, "detail": <the precise
 text for developers>}`` with a status code; the page shows ``message``; none shows a traceback.
 """
@@ -21,19 +23,12 @@ from starlette.concurrency import run_in_threadpool
 from serving.client.model_client import ClientError, ModelClient, shortest_float32
 from serving.client.mnist_image import BlankImageError, ImageError, load_bytes
 from web.config import WebConfig
+from web.errors import UserError
+from web.feedback import add_feedback_routes
 
 STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 MAX_UPLOAD = 10 * 1024 * 1024  # a digit needs far less; mnist_image shrinks anything past 1024 px anyway
 log = logging.getLogger("digits.web")
-
-
-class UserError(Exception):
-    """A failure the page shows as it is: the HTTP status, a kind the page's code can test, plain words for
-    whoever draws (``message``), and the precise cause for whoever runs or calls the app (``detail``)."""
-
-    def __init__(self, status: int, kind: str, message: str, detail: str = ""):
-        super().__init__(message)
-        self.status, self.kind, self.message, self.detail = status, kind, message, detail or message
 
 
 class ModelServer:
@@ -91,8 +86,10 @@ class ModelServer:
 
 
 def _prepare(body: bytes, name: str) -> np.ndarray:
+    """MNIST form, rounded to whole gray levels (MNIST's own uint8 form): the numbers the model sees are
+    exactly what feedback stores for training (``/api/feedback`` keeps uint8), not a rounding of them."""
     try:
-        return load_bytes(body, name)
+        return np.round(load_bytes(body, name))
     except BlankImageError:
         raise UserError(422, "empty", f"Nothing to read in {name}: draw a digit (or upload an image of one).") \
             from None
@@ -103,8 +100,9 @@ def _prepare(body: bytes, name: str) -> np.ndarray:
         raise UserError(400, "bad_image", plain, str(e)) from None
 
 
-def create_app(config: WebConfig) -> FastAPI:
-    """The app for one model server and model; nothing happens until it serves."""
+def create_app(config: WebConfig, store=None) -> FastAPI:
+    """The app for one model server and model; nothing happens until it serves. ``store``: where feedback
+    goes (a components.spans.SpanStore; by default one on ``config.data_root``, made at the first feedback)."""
     app = FastAPI(title="digits", docs_url=None, redoc_url=None, openapi_url=None)
     server = ModelServer(config)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -112,7 +110,7 @@ def create_app(config: WebConfig) -> FastAPI:
     @app.exception_handler(UserError)
     async def user_error(request: Request, error: UserError):
         return JSONResponse({"error": error.kind, "message": error.message, "detail": error.detail},
-                            status_code=error.status)
+                            status_code=error.status, headers=error.headers)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception):
@@ -151,4 +149,5 @@ def create_app(config: WebConfig) -> FastAPI:
         image = await run_in_threadpool(_prepare, body, name)
         return await run_in_threadpool(server.predict, image)
 
+    add_feedback_routes(app, config, store)
     return app

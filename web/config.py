@@ -32,6 +32,13 @@ class WebConfig:
     server: str = _field("http://localhost:8501", "The model server's REST API (TF Serving's or ours).")
     model_name: str = _field("mnist", "Model name on the model server.")
     timeout: float = _field(5.0, "Seconds to wait for the model server before saying it is not answering.")
+    # Feedback (web/feedback.py): labelled digits for the next training run, in <data_root>/spans/open.
+    data_root: str = _field("data", "Where labelled digits are kept (the pipeline's --data-root).")
+    feedback: bool = _field(True, "Accept labels for the digits read (POST /api/feedback); false turns it off.")
+    feedback_token: str = dataclasses.field(default="", repr=False, metadata={
+        "help": "A token feedback must carry (Authorization: Bearer TOKEN); empty: none needed."})
+    feedback_token_file: str = _field("", "A file holding that token (e.g. a mounted Kubernetes Secret).")
+    feedback_per_minute: int = _field(30, "Feedback requests each client address may send a minute (0: no limit).")
 
     def __post_init__(self):
         if not 0 < self.port < 65536:
@@ -50,9 +57,37 @@ class WebConfig:
             raise ConfigError(f"model name {self.model_name!r} must be letters, digits, '.', '_' or '-', e.g. mnist")
         if not self.timeout > 0:
             raise ConfigError(f"timeout must be a positive number of seconds, got {self.timeout:g}")
+        if not self.data_root.strip() or "://" in self.data_root:
+            raise ConfigError(f"data root {self.data_root!r} must be a local or mounted directory (the app writes "
+                              f"feedback there), e.g. data or /data")
+        if self.feedback_token and self.feedback_token_file:
+            raise ConfigError("give the feedback token or a feedback token file, not both")
+        if self.feedback_per_minute < 0:
+            raise ConfigError(f"feedback per minute must be 0 (no limit) or more, got {self.feedback_per_minute}")
+
+    def token(self) -> str:
+        """The token feedback needs ("" for none), read from ``feedback_token_file`` when that is given."""
+        if not self.feedback_token_file:
+            return self.feedback_token
+        try:
+            with open(self.feedback_token_file, encoding="utf-8") as f:
+                token = f.read().strip()
+        except OSError as e:
+            raise ConfigError(f"cannot read the feedback token file {self.feedback_token_file}: "
+                              f"{e.strerror or e}") from None
+        if not token:
+            raise ConfigError(f"the feedback token file {self.feedback_token_file} is empty: put the token in it")
+        return token
+
+
+_BOOLS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
 
 
 def _convert(field: dataclasses.Field, text: str, source: str):
+    if str(field.type) == "bool":
+        if text.strip().lower() not in _BOOLS:
+            raise ConfigError(f"{source}={text!r} is not true or false: {field.metadata['help']}")
+        return _BOOLS[text.strip().lower()]
     kind = {"int": int, "float": float}.get(str(field.type), str)
     try:
         return kind(text)

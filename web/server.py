@@ -24,11 +24,16 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m web", anno
 
     from web.app import create_app
 
+    try:
+        app = create_app(config)  # reads the feedback token file, if one is given
+    except config_lib.ConfigError as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return 2
     shown = "localhost" if config.host in ("0.0.0.0", "::") else config.host
     if announce:
         print(f"{prog}: http://{shown}:{config.port} (model {config.model_name!r} on {config.server})", flush=True)
     try:
-        uvicorn.run(create_app(config), host=config.host, port=config.port,
+        uvicorn.run(app, host=config.host, port=config.port,
                     log_level="info" if announce else "warning",
                     timeout_graceful_shutdown=5)
     except SystemExit as e:  # e.g. the port is taken: uvicorn has logged why

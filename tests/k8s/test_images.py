@@ -70,6 +70,34 @@ def test_dockerignore_keeps_outputs_out_and_sources_in():
         assert not ignored(path), path
 
 
+def _components_used() -> list:
+    """components/__init__.py and every components/ module web/ imports (anywhere), directly or through
+    another's module-level imports (the store's lazy ones, ML Metadata for `digits data drop`, are not the app's)."""
+    import ast
+
+    found, todo = set(), list((REPO / "web").glob("*.py"))
+    while todo:
+        path = todo.pop()
+        tree = ast.parse(path.read_text())
+        for node in (ast.walk(tree) if path.parent.name == "web" else tree.body):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module == "components":
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("components."):
+                names = [node.module.split(".")[1]]
+            elif isinstance(node, ast.Import):
+                names = [a.name.split(".")[1] for a in node.names if a.name.startswith("components.")]
+            for name in names:
+                path = REPO / "components" / f"{name}.py"
+                if path.exists() and path not in found:
+                    found.add(path)
+                    todo.append(path)
+    return sorted(found | {REPO / "components" / "__init__.py"})
+
+
+SPAN_STORE = _components_used()
+
+
 def _third_party_imports(path, module_level_only: bool) -> set:
     """Top-level names of the modules ``path`` imports that are neither the standard library nor ours."""
     import ast
@@ -83,7 +111,8 @@ def _third_party_imports(path, module_level_only: bool) -> set:
             names |= {alias.name.split(".")[0] for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             names.add(node.module.split(".")[0])
-    return {n for n in names if n not in sys.stdlib_module_names and n not in ("__future__", "serving", "web")}
+    return {n for n in names if n not in sys.stdlib_module_names
+            and n not in ("__future__", "serving", "web", "components")}
 
 
 def test_web_image_installs_what_the_app_imports_at_the_locked_versions():
@@ -106,14 +135,17 @@ def test_web_image_installs_what_the_app_imports_at_the_locked_versions():
     imported = set()
     for path in (REPO / "web").glob("*.py"):
         imported |= _third_party_imports(path, module_level_only=False)
-    for path in (REPO / "serving" / "client").glob("*.py"):
+    for path in [*(REPO / "serving" / "client").glob("*.py"), *SPAN_STORE]:
         imported |= _third_party_imports(path, module_level_only=True)
-    provided = {"numpy", "PIL", "fastapi", "starlette", "uvicorn"}  # starlette comes with fastapi
+    provided = {"numpy", "PIL", "fastapi", "starlette", "anyio", "uvicorn"}  # starlette, anyio come with fastapi
     assert imported <= provided, f"web.Dockerfile does not install {sorted(imported - provided)}"
     copies = [t for k, t in steps if k == "COPY"]
     assert copies[0] == "requirements.lock /tmp/requirements.lock"
+    store = " ".join(str(p.relative_to(REPO)) for p in SPAN_STORE) + " /opt/digits/components/"
     assert {"serving/__init__.py /opt/digits/serving/__init__.py", "serving/client /opt/digits/serving/client",
-            "web /opt/digits/web"} == set(copies[1:]), "the app, the client, and none of the server"
+            store, "web /opt/digits/web"} == {" ".join(c.split()) for c in copies[1:]}, \
+        "the app, the client, the span store (what web/ imports from components/), not the server"
+    assert REPO / "components" / "spans.py" in SPAN_STORE
     (workdir,) = [t for k, t in steps if k == "WORKDIR"]
     assert workdir == "/opt/digits"
     env = dict(item.split("=", 1) for k, t in steps if k == "ENV" for item in shlex.split(t))

@@ -18,7 +18,7 @@ CONFIG = PipelineConfig()
 MODEL = CONFIG.model_name
 SERVING_LABELS = {"app.kubernetes.io/name": "tf-serving", "app.kubernetes.io/instance": "digits-mnist"}
 WEB = {("ServiceAccount", "digits-web"), ("Deployment", "digits-web"), ("Service", "digits-web"),
-       ("NetworkPolicy", "digits-web")}
+       ("NetworkPolicy", "digits-web"), ("PersistentVolumeClaim", "digits-data")}
 COMMON = {("Namespace", "digits"), ("ServiceAccount", "tf-serving"), ("Service", "tf-serving"),
           ("Deployment", "tf-serving"), ("HorizontalPodAutoscaler", "tf-serving"),
           ("PodDisruptionBudget", "tf-serving"), ("NetworkPolicy", "tf-serving")} | WEB
@@ -361,3 +361,4 @@ def test_web_app_is_a_model_client_of_the_tf_serving_service(builds, name):
     assert policy["podSelector"]["matchLabels"].items() <= labels.items()
     assert [p["port"] for rule in policy["ingress"] for p in rule["ports"]] == [8080]
     assert spec["automountServiceAccountToken"] is False and spec["serviceAccountName"] == "digits-web"
+

@@ -18,13 +18,13 @@ CHROMIUM = os.environ.get("DIGITS_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = pathlib.Path(REPO) / "tests" / "artifacts" / "web"
 
 
-def http_json(port: int, method: str, path: str, body=None, timeout: float = 30.0) -> tuple:
+def http_json(port: int, method: str, path: str, body=None, timeout: float = 30.0, headers=None) -> tuple:
     """(status, decoded JSON) of one request to 127.0.0.1:port; ``body`` bytes are sent as they are."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         if body is not None and not isinstance(body, bytes):
             body = json.dumps(body).encode()
-        connection.request(method, path, body=body)
+        connection.request(method, path, body=body, headers=headers or {})
         response = connection.getresponse()
         return response.status, json.loads(response.read())
     finally:
@@ -32,13 +32,17 @@ def http_json(port: int, method: str, path: str, body=None, timeout: float = 30.
 
 
 class AppProcess:
-    """``python -m web`` on a free port, ready when /healthz answers; its log goes to a file."""
+    """``python -m web`` on a free port, ready when /healthz answers; its log goes to a file, and feedback
+    to ``data_root`` (by default a fresh directory beside the log: never the repository's data/)."""
 
-    def __init__(self, server_port: int, log_dir: pathlib.Path, model_name: str = "mnist"):
+    def __init__(self, server_port: int, log_dir: pathlib.Path, model_name: str = "mnist",
+                 data_root: pathlib.Path = None, extra: tuple = ()):
         self.port = free_port()
         self.log_path = log_dir / f"web-{self.port}.log"
+        self.data_root = data_root or log_dir / f"data-{self.port}"
         self.args = [sys.executable, "-m", "web", "--host", "127.0.0.1", "--port", str(self.port),
-                     "--server", f"http://127.0.0.1:{server_port}", "--model-name", model_name, "--timeout", "3"]
+                     "--server", f"http://127.0.0.1:{server_port}", "--model-name", model_name, "--timeout", "3",
+                     "--data-root", str(self.data_root), *extra]
         self.process = None
 
     @property

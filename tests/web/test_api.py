@@ -40,7 +40,7 @@ def test_predict_answers_what_the_model_server_says_for_mnist_image_s_input(app,
     body = png()
     status, answer = http_json(app.port, "POST", "/api/predict", body)
     assert status == 200 and set(answer) == {"digit", "probabilities", "model", "input"}
-    prepared = load_bytes(body, "the drawing")
+    prepared = np.round(load_bytes(body, "the drawing"))  # whole gray levels: what feedback stores
     assert np.array_equal(np.asarray(answer["input"], np.float32), prepared)
     _, doc = model_server.rest("POST", "/v1/models/mnist:predict", {"instances": [prepared.tolist()]})
     want = np.asarray(doc["predictions"][0]["probabilities"], np.float32)
@@ -160,6 +160,16 @@ def test_config_defaults_environment_and_flags():
     assert (config.port, config.timeout, config.model_name) == (9100, 1.5, "digits")
     with pytest.raises(AttributeError):
         config.port = 1  # frozen
+    defaults = from_sources([], environ={})
+    assert (defaults.data_root, defaults.feedback, defaults.feedback_token, defaults.feedback_per_minute) == \
+        ("data", True, "", 30)
+    env = {"DIGITS_UI_DATA_ROOT": "/data", "DIGITS_UI_FEEDBACK": "false", "DIGITS_UI_FEEDBACK_TOKEN": "t0ken",
+           "DIGITS_UI_FEEDBACK_PER_MINUTE": "0"}
+    config = from_sources([], environ=env)
+    assert (config.data_root, config.feedback, config.token(), config.feedback_per_minute) == ("/data", False,
+                                                                                               "t0ken", 0)
+    assert "t0ken" not in repr(config), "the token stays out of logs"
+    assert from_sources(["--feedback", "on"], environ=env).feedback is True
 
 
 @pytest.mark.parametrize("argv, env, message", [
@@ -169,6 +179,9 @@ def test_config_defaults_environment_and_flags():
     (["--server", "http://models:port"], {}, "server: bad port in server address"),
     (["--model-name", "a/b"], {}, "model name 'a/b' must be letters, digits"),
     (["--timeout", "0"], {}, "timeout must be a positive number of seconds, got 0"),
+    ([], {"DIGITS_UI_FEEDBACK": "maybe"}, "DIGITS_UI_FEEDBACK='maybe' is not true or false: Accept labels"),
+    (["--data-root", "gs://bucket/data"], {}, "data root 'gs://bucket/data' must be a local or mounted directory"),
+    (["--feedback-per-minute", "-1"], {}, "feedback per minute must be 0 (no limit) or more, got -1"),
 ])
 def test_bad_config_values_are_one_line_errors(argv, env, message):
     with pytest.raises(ConfigError) as error:
@@ -191,5 +204,6 @@ def test_digits_ui_help_lists_every_option_with_its_variable(capsys):
         cli.main(["ui", "--help"])
     out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines anywhere
     assert exit_.value.code == 0 and out.startswith("usage: digits ui")
-    for name in ("PORT", "HOST", "SERVER", "MODEL_NAME", "TIMEOUT"):
+    for name in ("PORT", "HOST", "SERVER", "MODEL_NAME", "TIMEOUT", "DATA_ROOT", "FEEDBACK", "FEEDBACK_TOKEN",
+                 "FEEDBACK_TOKEN_FILE", "FEEDBACK_PER_MINUTE"):
         assert f"env DIGITS_UI_{name}" in out

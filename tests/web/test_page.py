@@ -145,7 +145,7 @@ def test_uploaded_image_is_read_as_digits_predict_reads_it(page, app, model_serv
         page.set_input_files("#upload", str(path))
     assert response.value.status == 200
     settle(page)
-    prepared = load_images(str(path))[0]  # what `digits predict` makes of the same file
+    prepared = np.round(load_images(str(path))[0])  # what `digits predict` makes of it, in whole gray levels
     assert np.array_equal(np.asarray(model_input(page), np.float32), prepared)
     want = server_answer(model_server, prepared)
     assert_shows(page, want)
@@ -285,3 +285,48 @@ def test_answer_latency_after_pen_up_is_recorded(page, app, screenshots):
     path.write_text(json.dumps(record, indent=2) + "\n")
     print(f"\npen-up to answer: {json.dumps(record)}")
     assert json.loads(path.read_text())["samples"] == samples and all(f > 0 for f in figures)
+
+
+def test_wrong_it_is_7_stores_what_the_model_saw_with_label_7(page, app, screenshots):
+    """"Wrong? It is: 7" under a drawn one puts the 28×28 the model saw, labelled 7 with the model's answer
+    and version, into the open span; "Right" labels it with the answer."""
+    def files() -> set:
+        folder = app.data_root / "spans" / "open"
+        return set(folder.glob("*.npz")) if folder.exists() else set()
+
+    page.goto(app.url)
+    expect(page.locator("#model-version")).to_have_text("1")
+    expect(page.locator("#feedback")).to_be_hidden()
+    for strokes, label, button in ((ONE, 7, page.get_by_role("button", name="It is 7")),
+                                   (SEVEN, 7, page.locator("#right"))):
+        page.click("#clear")
+        expect(page.locator("#feedback")).to_be_hidden()
+        draw(page, strokes)
+        answer = int(page.locator("#digit").get_attribute("data-digit"))
+        expect(page.locator("#feedback")).to_be_visible()
+        expect(page.locator(f"#wrong button[data-label='{answer}']")).to_be_disabled()  # that is "Right"
+        before = files()
+        with page.expect_response(lambda r: r.url.endswith("/api/feedback")) as response:
+            button.click()
+        assert response.value.status == 201
+        expect(page.locator("#feedback-status")).to_have_text("Thanks — saved for the next training run.")
+        expect(page.locator("#right")).to_be_disabled()  # one label per answer
+        (path,) = files() - before
+        with np.load(path) as stored:
+            assert (int(stored["label"]), int(stored["answer"]), int(stored["model_version"])) == (label, answer, 1)
+            assert np.array_equal(stored["image"], np.asarray(model_input(page), np.float32).astype(np.uint8))
+            assert np.array_equal(stored["image"].astype(np.float32), np.asarray(model_input(page), np.float32))
+        if strokes is ONE:
+            assert answer == 1
+            screenshot(page, screenshots, "feedback-saved")
+
+
+def test_no_feedback_buttons_when_feedback_is_off_or_needs_a_token(page, model_server, tmp_path):
+    for extra in (("--feedback", "false"), ("--feedback-token", "only-for-app-developers")):
+        with AppProcess(model_server.rest_port, tmp_path, extra=extra) as app:
+            page.goto(app.url)
+            page.wait_for_load_state("networkidle")  # the page has asked /api/feedback/status
+            draw(page, ONE)
+            expect(page.locator("#digit")).to_have_text("1")
+            expect(page.locator("#feedback")).to_be_hidden()
+            assert not (app.data_root / "spans").exists()

@@ -2,6 +2,8 @@
 // or an uploaded file (drawn scaled into the pad) to POST /api/predict, and shows the digit, the ten
 // probabilities and the 28x28 input the model saw. At most one request is in
 // flight; newer work waits in a single slot, and answers from before a Clear or an upload are dropped.
+// With an answer shown, "Right" / "Wrong? It is: 0..9" send that 28x28 and the label to POST /api/feedback
+// (when the site takes feedback without a token: GET /api/feedback/status).
 "use strict";
 
 const STROKE = 20;           // px on the 280-px pad: MNIST-like strokes once the digit is fitted to 20x20
@@ -18,6 +20,8 @@ const preview = $("preview"), previewCtx = preview.getContext("2d");
 let hasInk = false, drawing = false, last = null, debounce = null, uploadShown = false;
 let epoch = 0;               // bumped by Clear and uploads: answers to older requests are stale
 let inFlight = false, queued = null, serverTrouble = false;
+let feedbackOn = false;      // the site takes labels from this page
+let shownAnswer = null;      // { image, answer, model_version } of the answer on screen, for feedback
 
 // ---- messages and display -------------------------------------------------------------------
 
@@ -64,6 +68,8 @@ function resetResult() {
   previewCtx.fillStyle = "#000";
   previewCtx.fillRect(0, 0, 28, 28);
   delete preview.dataset.input;
+  shownAnswer = null;
+  $("feedback").hidden = true;
 }
 
 function showModel(model) {
@@ -91,6 +97,79 @@ function showPrediction(answer, source) {
   previewCtx.putImageData(pixels, 0, 0);
   preview.dataset.input = JSON.stringify(answer.input);  // the exact numbers the model saw
   showModel(answer.model);
+  shownAnswer = { image: answer.input, answer: answer.digit, model_version: answer.model.version };
+  showFeedback();
+}
+
+// ---- feedback: the person's label for the answer on screen -----------------------------------------
+
+function buildFeedback() {
+  const wrong = $("wrong");
+  for (let d = 0; d < 10; d++) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.dataset.label = String(d);
+    button.textContent = String(d);
+    button.setAttribute("aria-label", `It is ${d}`);
+    button.addEventListener("click", () => sendFeedback(d));
+    wrong.appendChild(button);
+  }
+  $("right").addEventListener("click", () => { if (shownAnswer) sendFeedback(shownAnswer.answer); });
+}
+
+function feedbackButtons() {
+  return [$("right"), ...$("wrong").children];
+}
+
+function showFeedback() {
+  const box = $("feedback");
+  box.hidden = !feedbackOn;
+  box.dataset.state = "ready";
+  $("feedback-status").textContent = "";
+  for (const button of feedbackButtons()) button.disabled = false;
+  const same = $("wrong").querySelector(`[data-label="${shownAnswer.answer}"]`);
+  if (same) same.disabled = true;  // "wrong, it is what the model said" is "Right"
+}
+
+async function sendFeedback(label) {
+  const sent = shownAnswer;
+  if (!sent) return;
+  const box = $("feedback"), status = $("feedback-status");
+  for (const button of feedbackButtons()) button.disabled = true;
+  box.dataset.state = "sending";
+  status.textContent = "Saving…";
+  let state = "failed", text = "Your answer could not be sent. Please try again.";
+  try {
+    const response = await fetch("/api/feedback", {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ image: sent.image, label, answer: sent.answer, model_version: sent.model_version }) });
+    const answer = await response.json();
+    text = answer.message;
+    if (response.ok) state = "saved";
+    else if (response.status === 401 || response.status === 403) feedbackOn = false;
+  } catch (error) { /* the site is unreachable: the text above says to try again */ }
+  if (sent !== shownAnswer) return;  // a newer answer is on screen
+  box.dataset.state = state;
+  status.textContent = text;
+  if (state === "failed") showFeedbackAgain(text);
+}
+
+function showFeedbackAgain(text) {
+  if (!feedbackOn) { $("feedback").hidden = true; return; }
+  showFeedback();
+  $("feedback").dataset.state = "failed";
+  $("feedback-status").textContent = text;
+}
+
+async function checkFeedback() {
+  try {
+    const response = await fetch("/api/feedback/status");
+    const status = await response.json();
+    feedbackOn = response.ok && status.enabled && !status.token_required;  // the page cannot know a token
+  } catch (error) {
+    feedbackOn = false;
+  }
+  if (shownAnswer) $("feedback").hidden = !feedbackOn;
 }
 
 // ---- requests: one in flight, the latest job waiting ------------------------------------------
@@ -285,9 +364,11 @@ function setUpUpload() {
 }
 
 buildChart();
+buildFeedback();
 resetResult();
 setUpPad();
 setUpUpload();
 $("clear").addEventListener("click", clearAll);
 refreshModel();
+checkFeedback();
 setInterval(refreshModel, STATUS_EVERY_MS);
