@@ -19,7 +19,7 @@ export DIGITS_CHROMIUM := $(CHROMIUM)
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL ?= 1
 
-.PHONY: help setup run serve demo test k8s-validate kfp schedule bench bench-serving lock clean
+.PHONY: help setup run serve demo test k8s-validate kfp schedule schedule-local bench bench-serving lock clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -81,6 +81,9 @@ kfp: $(STAMP)  ## compile the Kubeflow Pipelines v2 job spec into build/kfp (con
 
 schedule: $(STAMP)  ## create the recurring KFP run from build/kfp (config flags in ARGS)
 	$(VENV)/bin/digits schedule $(ARGS)
+
+schedule-local: $(STAMP)  ## scheduled runs on this machine: digits run at --schedule (03:00 UTC) and/or --run-on-open-span; Ctrl-C stops
+	$(VENV)/bin/digits schedule --local $(ARGS)
 
 bench: $(STAMP)  ## the pipeline benchmark: seed script vs the full pipeline on all 70,000 images
 	$(PY) bench/pipeline_bench.py

@@ -24,6 +24,7 @@ setup(
         "prometheus-client>=0.20",
         "orjson>=3.9",
         "pysimdjson>=7",
+        "croniter>=6",
     ],
     entry_points={"console_scripts": ["digits=pipeline.cli:main", "digits-model-server=serving.model_servers.main:main"]},
 )

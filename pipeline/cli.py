@@ -13,6 +13,9 @@
     digits kfp                       # compile for Kubeflow Pipelines v2 into build/kfp (make kfp)
     digits kfp --beam-preset dataflow --dataflow-project my-project
     digits schedule                  # a KFP recurring run of build/kfp/digits_pipeline.json at --schedule
+    digits schedule --local          # runs on this machine at --schedule and/or --run-on-open-span (make schedule-local)
+    digits runs                      # the run history from ML Metadata (--json for scripts)
+    digits data                      # spans of labelled digits; digits data add PATH / seal / drop SPAN
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ import os
 # that the trainer, the exported model and every test agree on one Keras.
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 
+import shlex  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
@@ -54,6 +58,27 @@ def _run(argv: Sequence[str]) -> int:
     except config_lib.ConfigError as error:
         print(f"digits run: {error}", file=sys.stderr)
         return 2
+    from pipeline import run_lock  # one run at a time per pipeline root (digits schedule --local too)
+
+    lock = run_lock.RunLock(config.pipeline_root)
+    try:
+        stale = lock.acquire(shlex.join(["digits", "run", *argv]))
+    except run_lock.RunLockHeld as held:
+        print(f"digits run: refused: {held}; outcome: error", file=sys.stderr)
+        return 1
+    if stale:
+        print(f"digits run: an earlier run ended without releasing the run lock ({stale.describe()}); "
+              "its record was replaced", file=sys.stderr)
+    try:
+        with lock.released_on_sigterm():
+            return _run_locked(config)
+    finally:
+        lock.release()
+
+
+def _run_locked(config) -> int:
+    from absl import logging
+
     logging.set_verbosity(logging.INFO)
     warnings.filterwarnings("ignore", category=FutureWarning, module="google")  # Python 3.10 notices
     from pipeline import console, outcomes
@@ -85,6 +110,7 @@ def _run(argv: Sequence[str]) -> int:
             print(f"log: {console.move_log(log_path, os.path.dirname(path))}", file=sys.stderr)
         return outcomes.EXIT_CODES[outcome]
     outcome = outcomes.of_summary(summary)
+    summary = outcomes.complete_report(config.pipeline_root, summary)  # the copy with the component times
     path = outcomes.write(config.pipeline_root, summary.run_id, outcome, summary)
     print(summary.render(components=log_path is None))  # quiet: the components were shown as they ran
     print(f"outcome: {outcome} ({path})")
@@ -125,9 +151,26 @@ def _kfp(argv: Sequence[str]) -> int:
 
 def _schedule(argv: Sequence[str]) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning)  # kfp.Client's notice about KFP versions
+    if "--local" in argv:  # runs on this machine, no Kubeflow
+        from pipeline import local_scheduler
+
+        return local_scheduler.main(argv)
     from pipeline import recurring_run
 
     return recurring_run.main(argv)
+
+
+def _runs(argv: Sequence[str]) -> int:
+    warnings.filterwarnings("ignore", category=FutureWarning)  # google-api-core's notices about Python 3.10
+    from pipeline import run_history
+
+    return run_history.main(argv)
+
+
+def _data(argv: Sequence[str]) -> int:
+    from pipeline import data_cli  # lazy: listing spans needs no TensorFlow
+
+    return data_cli.main(argv)
 
 
 # Commands that parse their own arguments (so that `digits predict --help` is the client's own help).
@@ -135,7 +178,12 @@ _PASS_THROUGH = {
     "kfp": (_kfp, "compile the pipeline into a Kubeflow Pipelines v2 spec in build/kfp "
                   "(takes run's options and --output-dir)"),
     "schedule": (_schedule, "create a Kubeflow Pipelines recurring run of the compiled spec at --schedule "
-                            "(takes run's options and --spec)"),
+                            "(takes run's options and --spec); with --local, run on this machine at --schedule "
+                            "and/or --run-on-open-span"),
+    "runs": (_runs, "the run history from ML Metadata: spans, examples, accuracy, blessed, pushed version "
+                    "(takes run's options and --json)"),
+    "data": (_data, "list, add, seal and drop spans of labelled digits that runs train on besides MNIST "
+                    "(see digits data --help)"),
     "predict": (_predict, "ask the model server which digit each image shows (see digits predict --help)"),
     "serve": (_serve, "serve the pushed model with TF Serving's REST (:8501) and gRPC (:8500) APIs "
                       "(takes tensorflow_model_server's flags)"),

@@ -7,6 +7,8 @@
 | ``not_blessed``              | 0    | the Evaluator's gate held the model back; serving is unchanged   |
 | ``stopped_by_data_validation``| 3   | the data broke the schema; nothing trained; fix the data         |
 | ``error``                    | 1    | anything else (a retry may help); 2 is a bad command line        |
+|                              |      | (also a run refused because another holds the run lock,          |
+|                              |      | pipeline/run_lock.py: one line on stderr, no summary.json)       |
 
 A quiet night (nothing new to serve, or a model no better) is a successful run: exit 0, so a
 CronJob does not count it as a failure nor retry it; ``summary.json``'s ``outcome`` tells them
@@ -15,6 +17,7 @@ CronJob's podFailurePolicy turns into a failed Job without retries (k8s/componen
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import os
@@ -22,6 +25,7 @@ from typing import Optional
 
 EXIT_CODES = {"pushed": 0, "already_served": 0, "not_blessed": 0, "stopped_by_data_validation": 3, "error": 1}
 SUMMARY_NAME = "summary.json"
+REPORT_NAME = "report.html"
 
 
 def of_summary(summary) -> str:
@@ -37,6 +41,33 @@ def summary_path(pipeline_root: str, run_id: str) -> str:
     return os.path.join(pipeline_root, "runs", run_id, SUMMARY_NAME)
 
 
+def report_path(pipeline_root: str, run_id: str) -> str:
+    return os.path.join(pipeline_root, "runs", run_id, REPORT_NAME)
+
+
+def complete_report(pipeline_root: str, summary):
+    """Copies the RunReport's page to ``<pipeline_root>/runs/<run id>/report.html`` with the run id and
+    the component times, which the RunReport could not know, filled in; returns the summary pointing
+    there. A summary without a report, or a report without the section (an older cached one), is
+    returned unchanged."""
+    if not summary.report_path or not os.path.exists(summary.report_path):
+        return summary
+    from components import report_html  # matplotlib: only once there is a report to complete
+
+    with open(summary.report_path, encoding="utf-8") as f:
+        page = f.read()
+    try:
+        page = report_html.with_component_times(page, summary.components, run_id=summary.run_id)
+    except ValueError:
+        return summary
+    path = report_path(pipeline_root, summary.run_id)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        f.write(page)
+    os.replace(path + ".tmp", path)
+    return dataclasses.replace(summary, report_path=path, report_artifact_path=summary.report_path)
+
+
 def write(pipeline_root: str, run_id: str, outcome: str, summary=None, message: Optional[str] = None) -> str:
     """Writes ``<pipeline_root>/runs/<run id>/summary.json`` (by a rename: a reader never sees half of
     it) and returns its path."""
@@ -50,6 +81,7 @@ def write(pipeline_root: str, run_id: str, outcome: str, summary=None, message: 
             "baseline_accuracy": verdict.get("baseline_accuracy"),
             "version": int(summary.pushed_version) if summary.pushed_version else None,
             "serving_dir": summary.config.model_serving_dir, "report": summary.report_path,
+            "split_sizes": verdict.get("split_sizes"), "train_examples": verdict.get("train_examples"),
             "components": {c.node_id: {"state": c.state, "seconds": round(c.seconds, 1)}
                            for c in summary.components}})
     if message:
