@@ -71,6 +71,11 @@ def _api_call(endpoint: str, what: str, call, *args, **kwargs) -> Any:
                             f"{error.status} {error.reason} {detail}".rstrip()) from None
 
 
+# The Kubernetes account the runs' pods use: k8s/overlays/prod's digits-pipeline, which may start
+# InfraValidator's serving pods (k8s/components/infra-validation; tests/k8s checks the two agree).
+SERVICE_ACCOUNT = "digits-pipeline"
+
+
 def schedule(config: PipelineConfig, spec_path: str = DEFAULT_SPEC) -> Any:
     """Gets or creates ``config.kfp_experiment`` and creates the recurring run in it; returns the
     server's V2beta1RecurringRun."""
@@ -98,6 +103,7 @@ def schedule(config: PipelineConfig, spec_path: str = DEFAULT_SPEC) -> Any:
             max_concurrency=1,
             no_catchup=True,
             pipeline_package_path=package,
+            service_account=SERVICE_ACCOUNT,
         )
 
 

@@ -99,6 +99,7 @@ def test_creates_the_experiment_and_a_daily_recurring_run(kfp_server, spec_file,
     assert int(run["max_concurrency"]) == 1  # int64: JSON may carry it as a string
     assert run["no_catchup"] is True and run["mode"] == "ENABLE"
     assert run["experiment_id"] == "exp-1" and run["display_name"] == "digits-recurring"
+    assert run["service_account"] == recurring_run.SERVICE_ACCOUNT == "digits-pipeline"
     assert run["pipeline_spec"] == SPEC  # the compiled spec, inline and unchanged
     assert "recurring run digits-recurring (rr-1)" in capsys.readouterr().out
 
