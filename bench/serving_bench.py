@@ -12,6 +12,8 @@ gRPC (h2load, C; or bench/grpc_load.py, grpc.aio, with --grpc-load python) with 
 at 1/4/16/64 connections and 100 images per request at 4/16, without and with --enable_batching;
 (c) bench/naive_server.py (FastAPI + uvicorn) under the same REST load, for reference. Each point:
 a 1 s warm-up run, then --duration seconds. --quick: 16 connections only, batching off, no naive server.
+First (--hot-reload on, the default; "only" measures nothing else): the first request after a hot reload
+with and without model warmup (bench/hot_reload_bench.py), the median of --reloads reloads each.
 
 h2load counts HTTP statuses only: before loading a server, the exact request bytes h2load sends go
 through a real gRPC client (grpcio), which must get status OK and the classes the in-process call
@@ -46,6 +48,7 @@ sys.path.insert(0, ROOT)
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.join(ROOT, "bench"))
+import hot_reload_bench  # noqa: E402
 import loadgen  # noqa: E402
 import serving_report  # noqa: E402
 from components import mnist_source  # noqa: E402
@@ -193,6 +196,11 @@ def parse_args(argv=None):
                         help="extra model server flags, one string, with the =: --server-args='--flag=1 --other=2'")
     parser.add_argument("--batching-parameters-file", default="", help="passed to the server with --enable_batching")
     parser.add_argument("--model-dir", help="a SavedModel version directory to serve (default: the newest pushed)")
+    parser.add_argument("--hot-reload", choices=("on", "off", "only"), default="on",
+                        help="measure the first request after a hot reload, warmup off vs on (default on; only: "
+                             "nothing else)")
+    parser.add_argument("--reloads", type=int,
+                        help="hot reloads per server for --hot-reload (default 5; 3 with --quick)")
     parser.add_argument("--output", default=os.path.join(ROOT, "artifacts", "bench", "serving.json"))
     return parser.parse_args(argv)
 
@@ -213,7 +221,17 @@ def main():
     images = test.images[:2000].reshape(-1, 28, 28).astype(np.float32)
     with tempfile.TemporaryDirectory(prefix="digits-serving-bench-") as work:
         source, base = prepare_model(work, splits, args.model_dir)
-        print(f"model: {source}\nin-process calls (session callable, LoadedModel.predict) ...", flush=True)
+        print(f"model: {source}", flush=True)
+        hot_reload = None
+        if args.hot_reload != "off":
+            print("hot reload: the first request to a new version, model warmup off and on ...", flush=True)
+            hot_reload = hot_reload_bench.measure(source, work, test.images, args.reloads or (3 if args.quick else 5),
+                                                  server_args)
+            if args.hot_reload == "only":
+                _write(args.output, {"model": source, "cpus": os.cpu_count(), "load_average_at_start": load_average,
+                                     "server_args": server_args, "hot_reload": hot_reload})
+                return
+        print("in-process calls (session callable, LoadedModel.predict) ...", flush=True)
         inproc, model = in_process(os.path.join(base, "1"), images, args.duration)
         classes = model.predict("serving_default", {"images": images})["classes"]
         model.close()
@@ -248,15 +266,19 @@ def main():
     serving_report.print_in_process(inproc)
     serving_report.print_table(inproc, rows)
     goals = serving_report.evaluate_goals(inproc, rows)
-    os.makedirs(os.path.dirname(args.output), exist_ok=True)
-    with open(args.output, "w") as f:
-        json.dump({"model": source, "test_accuracy_first_2000": accuracy, "cpus": os.cpu_count(),
-                   "load_average_at_start": load_average, "duration_s": args.duration, "quick": args.quick,
-                   "grpc_load": args.grpc_load, "server_args": server_args,
-                   "batching_parameters_file": args.batching_parameters_file,
-                   "in_process_calls_s": {path: {str(k): v for k, v in r.items()} for path, r in inproc.items()},
-                   "rows": rows, "goals": goals}, f, indent=1)
-    print(f"\nwritten: {os.path.relpath(args.output, ROOT)}")
+    _write(args.output, {"model": source, "test_accuracy_first_2000": accuracy, "cpus": os.cpu_count(),
+                         "load_average_at_start": load_average, "duration_s": args.duration, "quick": args.quick,
+                         "grpc_load": args.grpc_load, "server_args": server_args,
+                         "batching_parameters_file": args.batching_parameters_file,
+                         "in_process_calls_s": {path: {str(k): v for k, v in r.items()} for path, r in inproc.items()},
+                         "rows": rows, "goals": goals, "hot_reload": hot_reload})
+
+
+def _write(output, report):
+    os.makedirs(os.path.dirname(output), exist_ok=True)
+    with open(output, "w") as f:
+        json.dump(report, f, indent=1)
+    print(f"\nwritten: {os.path.relpath(output, ROOT)}")
 
 
 if __name__ == "__main__":

@@ -78,6 +78,16 @@ def _dataset(fn_args, files, tf_transform_output, hparams: HParams, training: bo
     return dataset.batch(hparams.batch_size).prefetch(tf.data.AUTOTUNE)
 
 
+def _warmup_images(fn_args, tf_transform_output):
+    """The first training digits, unshuffled (the same data gives the same warmup file), which the
+    export's warmup requests are made of."""
+    from components.warmup_requests import NUM_WARMUP_DIGITS, first_images
+
+    options = tfxio.TensorFlowDatasetOptions(batch_size=NUM_WARMUP_DIGITS, shuffle=False, num_epochs=1)
+    raw = fn_args.data_accessor.tf_dataset_factory(fn_args.train_files, options, tf_transform_output.raw_metadata.schema)
+    return first_images(raw)
+
+
 class _EpochLog(tf.keras.callbacks.Callback):
     """One absl log line per epoch, so progress shows in the pipeline's log, not only on a TTY; in a
     quiet `digits run` also one console line per epoch (and, on a terminal, tqdm's bar within it)."""
@@ -146,5 +156,6 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         ],
     )
     write_history(history, fn_args.model_run_dir)
-    signatures.export(model, tf_transform_output, fn_args.serving_model_dir)
+    signatures.export(model, tf_transform_output, fn_args.serving_model_dir,
+                      warmup_images=_warmup_images(fn_args, tf_transform_output))
     logging.info("Trainer exported the serving model to %s", os.path.abspath(fn_args.serving_model_dir))

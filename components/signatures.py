@@ -70,9 +70,14 @@ def make_signatures(model: tf.keras.Model, tf_transform_output):
     }
 
 
-def export(model: tf.keras.Model, tf_transform_output, export_dir: str) -> None:
+def export(model: tf.keras.Model, tf_transform_output, export_dir: str, warmup_images=None) -> None:
+    """Saves the model with its signatures; with ``warmup_images`` (digits in MNIST form) also the
+    warmup requests a model server replays on load (components/warmup_requests.py)."""
     model.save(export_dir, save_format="tf", signatures=make_signatures(model, tf_transform_output))
     _set_method_name(export_dir, CLASSIFY_SIGNATURE, CLASSIFY_METHOD_NAME)
+    if warmup_images is not None:
+        from components.warmup_requests import write_warmup_requests
+        write_warmup_requests(export_dir, warmup_images)
 
 
 def _set_method_name(export_dir: str, signature: str, method_name: str) -> None:

@@ -105,6 +105,9 @@ class ModelServer:
         unloader, self.batch_scheduler = None, None
         if config.batching is not None:
             loader, unloader = self._batching_loader(loader)
+        if options.enable_model_warmup:  # after batching: TF Serving warms up the batching-wrapped session
+            from serving.servables.warmup import warming_loader
+            loader = warming_loader(loader, options.num_request_iterations_for_warmup, self.metrics, unloader)
         self.loader, self.unloader = loader, unloader  # what a serving process loads with (worker.py)
         self.registry = ModelRegistry(
             config.specs, self.metrics.instrument_loader(loader), unloader,

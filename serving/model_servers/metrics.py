@@ -13,12 +13,16 @@ Sources (tensorflow/serving 2.16.1 unless named otherwise):
 - tensorflow 2.16 ``cc/saved_model/loader.cc`` LoadSavedModel(): ``/tensorflow/cc/saved_model/
   load_attempt_count`` (Counter; model_path, status "success"/"fail") and ``.../load_latency`` (Counter of
   microseconds by model_path, incremented on success and on failure).
+- ``servables/tensorflow/saved_model_warmup_util.cc``: ``/tensorflow/serving/model_warmup_latency`` (Sampler;
+  model_path, status = absl Status::ToString(); microseconds; the request buckets) and
+  ``/tensorflow/serving/model_warmup_records_read`` (Counter; model_path, status), one point per warmup
+  (``serving.servables.warmup``).
 - ``util/prometheus_exporter.cc``: the page format (see ``_render``).
 
-Exported: the four metrics above. Skipped, because nothing here measures them truthfully:
+Exported: the six metrics above. Skipped, because nothing here measures them truthfully:
 ``/tensorflow/serving/runtime_latency`` (the Session::Run span inside the core),
 ``/tensorflow/cc/saved_model/load_latency_by_stage`` (restore_graph/init_graph are not separable with
-tf.saved_model.load), ``/tensorflow/serving/model_warmup_latency`` (no warmup replay),
+tf.saved_model.load),
 ``/tensorflow/serving/request_example_counts`` / ``request_example_count_total`` (MultiInference only),
 the batching, request-logging and mlmd metrics, and TensorFlow's own ``/tensorflow/core/...`` metrics.
 
@@ -54,6 +58,8 @@ REQUEST_COUNT = ":tensorflow:serving:request_count"
 REQUEST_LATENCY = ":tensorflow:serving:request_latency"
 LOAD_ATTEMPT_COUNT = ":tensorflow:cc:saved_model:load_attempt_count"
 LOAD_LATENCY = ":tensorflow:cc:saved_model:load_latency"
+WARMUP_LATENCY = ":tensorflow:serving:model_warmup_latency"
+WARMUP_RECORDS_READ = ":tensorflow:serving:model_warmup_records_read"
 CONTENT_TYPE = "text/plain"  # ProcessPrometheusRequest()'s only header
 _clock = time.perf_counter_ns  # looked up at each use, so tests can substitute it
 
@@ -133,6 +139,8 @@ class ServingMetrics:
         self._request_latency: Dict[Tuple[str, str, str], _Histogram] = {}
         self._load_attempts: Dict[Tuple[str, str], int] = {}
         self._load_latency: Dict[Tuple[str], int] = {}
+        self._warmup_latency: Dict[Tuple[str, str], _Histogram] = {}
+        self._warmup_records: Dict[Tuple[str, str], int] = {}
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -174,6 +182,16 @@ class ServingMetrics:
                     self._load_latency[(path,)] = self._load_latency.get((path,), 0) + micros
         return load
 
+    def record_warmup(self, model_path: str, status: str, micros: int, records: int) -> None:
+        """One model warmup (serving.servables.warmup): its wall time and the records it read."""
+        with self._lock:
+            key = (model_path, status)
+            histogram = self._warmup_latency.get(key)
+            if histogram is None:
+                histogram = self._warmup_latency[key] = _Histogram(len(LATENCY_BUCKETS))
+            histogram.add(LATENCY_BUCKETS, micros)
+            self._warmup_records[key] = self._warmup_records.get(key, 0) + records
+
     # ---- several processes (--num_serving_processes) ------------------------------------------------
 
     def snapshot(self) -> dict:
@@ -181,22 +199,27 @@ class ServingMetrics:
         with self._lock:
             return {"request_count": dict(self._request_count),
                     "request_latency": {k: (list(h.counts), h.total) for k, h in self._request_latency.items()},
-                    "load_attempts": dict(self._load_attempts), "load_latency": dict(self._load_latency)}
+                    "load_attempts": dict(self._load_attempts), "load_latency": dict(self._load_latency),
+                    "warmup_latency": {k: (list(h.counts), h.total) for k, h in self._warmup_latency.items()},
+                    "warmup_records": dict(self._warmup_records)}
 
     def merge(self, snapshot: dict) -> None:
         """Adds a snapshot in: counters and histogram buckets of one server spread over processes are sums."""
         with self._lock:
             for mine, theirs in ((self._request_count, snapshot["request_count"]),
                                  (self._load_attempts, snapshot["load_attempts"]),
-                                 (self._load_latency, snapshot["load_latency"])):
+                                 (self._load_latency, snapshot["load_latency"]),
+                                 (self._warmup_records, snapshot.get("warmup_records", {}))):
                 for key, value in theirs.items():
                     mine[key] = mine.get(key, 0) + value
-            for key, (counts, total) in snapshot["request_latency"].items():
-                histogram = self._request_latency.get(key)
-                if histogram is None:
-                    histogram = self._request_latency[key] = _Histogram(len(LATENCY_BUCKETS))
-                histogram.counts = [a + b for a, b in zip(histogram.counts, counts)]
-                histogram.total += total
+            for histograms, theirs in ((self._request_latency, snapshot["request_latency"]),
+                                       (self._warmup_latency, snapshot.get("warmup_latency", {}))):
+                for key, (counts, total) in theirs.items():
+                    histogram = histograms.get(key)
+                    if histogram is None:
+                        histogram = histograms[key] = _Histogram(len(LATENCY_BUCKETS))
+                    histogram.counts = [a + b for a, b in zip(histogram.counts, counts)]
+                    histogram.total += total
 
     # ---- collecting and rendering -------------------------------------------------------------------
 
@@ -207,24 +230,19 @@ class ServingMetrics:
             attempts, load_latency = dict(self._load_attempts), dict(self._load_latency)
             counts = dict(self._request_count)
             latency = {k: (list(h.counts), h.total) for k, h in self._request_latency.items()}
+            warmup_latency = {k: (list(h.counts), h.total) for k, h in self._warmup_latency.items()}
+            warmup_records = dict(self._warmup_records)
         yield _scalar(LOAD_ATTEMPT_COUNT, "The number of times a SavedModel was successfully loaded.",
                       ("model_path", "status"), attempts)
         yield _scalar(LOAD_LATENCY, "Latency in microseconds for SavedModels that were successfully loaded.",
                       ("model_path",), load_latency)
+        yield _histogram(WARMUP_LATENCY, "Distribution of wall time (in microseconds) for warming up the model.",
+                         ("model_path", "status"), warmup_latency)
+        yield _scalar(WARMUP_RECORDS_READ, "Total number of warmup records read during model warmup.",
+                      ("model_path", "status"), warmup_records)
         yield _scalar(REQUEST_COUNT, "The total number of requests.", ("model_name", "status"), counts)
-        family = Metric(REQUEST_LATENCY, "Distribution of wall time (in microseconds) for Tensorflow Serving "
-                        "request.", "histogram")
-        for key in sorted(latency):
-            labels = dict(zip(("model_name", "API", "entrypoint"), key))
-            bucket_counts, total = latency[key]
-            cumulative = 0
-            for limit, n in zip(LATENCY_BUCKETS, bucket_counts):
-                cumulative += n
-                le = "+Inf" if limit == float("inf") else "%.6g" % limit
-                family.add_sample(REQUEST_LATENCY + "_bucket", dict(labels, le=le), cumulative)
-            family.add_sample(REQUEST_LATENCY + "_sum", labels, total)
-            family.add_sample(REQUEST_LATENCY + "_count", labels, cumulative)
-        yield family
+        yield _histogram(REQUEST_LATENCY, "Distribution of wall time (in microseconds) for Tensorflow Serving "
+                         "request.", ("model_name", "API", "entrypoint"), latency)
 
     def render(self) -> Tuple[bytes, str]:
         """(page, content type) as ProcessPrometheusRequest() answers the metrics path."""
@@ -235,6 +253,22 @@ def _scalar(name: str, documentation: str, label_names: Tuple[str, ...], values:
     family = Metric(name, documentation, "counter")
     for key in sorted(values):
         family.add_sample(name, dict(zip(label_names, key)), values[key])
+    return family
+
+
+def _histogram(name: str, documentation: str, label_names: Tuple[str, ...], values: dict) -> Metric:
+    """A Sampler family: per label set, cumulative ``_bucket`` counts over LATENCY_BUCKETS, ``_sum``, ``_count``."""
+    family = Metric(name, documentation, "histogram")
+    for key in sorted(values):
+        labels = dict(zip(label_names, key))
+        bucket_counts, total = values[key]
+        cumulative = 0
+        for limit, n in zip(LATENCY_BUCKETS, bucket_counts):
+            cumulative += n
+            le = "+Inf" if limit == float("inf") else "%.6g" % limit
+            family.add_sample(name + "_bucket", dict(labels, le=le), cumulative)
+        family.add_sample(name + "_sum", labels, total)
+        family.add_sample(name + "_count", labels, cumulative)
     return family
 
 

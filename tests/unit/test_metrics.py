@@ -52,6 +52,8 @@ def test_empty_page_has_every_type_line_and_nothing_else():
     assert page_lines(ServingMetrics()) == [
         "# TYPE :tensorflow:cc:saved_model:load_attempt_count counter",
         "# TYPE :tensorflow:cc:saved_model:load_latency counter",
+        "# TYPE :tensorflow:serving:model_warmup_latency histogram",
+        "# TYPE :tensorflow:serving:model_warmup_records_read counter",
         "# TYPE :tensorflow:serving:request_count counter",
         "# TYPE :tensorflow:serving:request_latency histogram",
     ]
