@@ -19,9 +19,9 @@ from tfx import v1 as tfx
 from tfx.types import artifact, artifact_utils
 from tfx.utils import io_utils, path_utils
 
-from components import features, report_html, report_inputs, signatures, source_slices
+from components import features, report_html, report_inputs, significance, signatures, source_slices
 from components.span_validator import CHECKS_FILE, SpanChecks
-from components.eval_config import ACCURACY_METRIC
+from components.eval_config import ACCURACY_METRIC, SOURCE_KEY
 
 REPORT_FILE = "report.html"
 SUMMARY_FILE = "summary.json"
@@ -39,23 +39,28 @@ def _test_examples(examples: tfx.types.standard_artifacts.Examples, split: str):
     spec = {
         features.IMAGE_KEY: tf.io.FixedLenFeature([features.NUM_PIXELS], tf.int64),
         features.LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
+        SOURCE_KEY: tf.io.FixedLenFeature([], tf.string, default_value=b""),
     }
-    return tf.data.TFRecordDataset(tf.io.gfile.glob(pattern), compression_type="GZIP").batch(1000), spec
+    return tf.data.TFRecordDataset(sorted(tf.io.gfile.glob(pattern)), compression_type="GZIP").batch(1000), spec
 
 
 def predict_split(model_uri: str, examples, split: str) -> Dict[str, np.ndarray]:
-    """Images, labels and probabilities of every example in ``split``, via the tf.Example signature."""
+    """Images, labels, sources ("" when absent) and probabilities of every example in ``split``, in
+    file order (the same order for any model: the Evaluator pairs two models' answers by position),
+    via the tf.Example signature."""
     dataset, spec = _test_examples(examples, split)
     serve = tf.saved_model.load(path_utils.serving_model_path(model_uri)).signatures[signatures.EXAMPLES_SIGNATURE]
-    images, labels, probabilities = [], [], []
+    images, labels, sources, probabilities = [], [], [], []
     for serialized in dataset:
         parsed = tf.io.parse_example(serialized, spec)
         images.append(parsed[features.IMAGE_KEY].numpy())
         labels.append(parsed[features.LABEL_KEY].numpy())
+        sources.append(np.array([value.decode() for value in parsed[SOURCE_KEY].numpy()], dtype=str))
         probabilities.append(serve(examples=serialized)[signatures.PROBABILITIES].numpy())
     return {
         "images": np.concatenate(images).reshape(-1, features.IMAGE_SIZE, features.IMAGE_SIZE).astype(np.uint8),
         "labels": np.concatenate(labels),
+        "sources": np.concatenate(sources),
         "probabilities": np.concatenate(probabilities),
     }
 
@@ -75,10 +80,15 @@ def evaluator_verdict(evaluation_uri: str) -> Dict[str, Any]:
             elif key.name == "example_count" and key.model_name != "baseline":
                 verdict["example_count"] = int(value)
     validation = tfma.load_validation_result(evaluation_uri)
-    verdict["blessed"] = bool(validation.validation_ok)
+    verdict["blessed"] = verdict["floors_ok"] = bool(validation.validation_ok)  # TFMA's thresholds: the floors
     verdict["has_baseline"] = verdict["baseline_accuracy"] is not None
     verdict["reasons"] = _failure_reasons(validation)
     verdict["sources"] = source_slices.source_metrics(evaluation_uri)  # per-source slices against the baseline
+    # The Evaluator's paired test per gated slice (None without a baseline): it can withhold the blessing.
+    verdict["significance"] = significance.load(evaluation_uri)
+    if verdict["significance"] and not verdict["significance"]["blessed"]:
+        verdict["blessed"] = False
+        verdict["reasons"] += verdict["significance"]["reasons"]
     return verdict
 
 
@@ -152,6 +162,12 @@ def RunReport(
     train_splits = list(info.get("train_splits") or [])
     push = report_inputs.push_outcome(pushed_model)
     comparison = report_inputs.comparison(evaluation.uri, verdict["blessed"])
+    if verdict["significance"]:  # the drop is judged by the paired test, not by a point-estimate threshold
+        overall = verdict["significance"]["slices"][significance.OVERALL]
+        paired_ok = verdict["significance"]["blessed"]
+        comparison.update(max_drop=overall["margin"], paired_test=verdict["significance"],
+                          decided_by={(True, True): "floor", (True, False): "paired test", (False, True): "floor",
+                                      (False, False): "both"}[(verdict["floors_ok"], paired_ok)])
     written = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     page = report_html.render(verdict, figures, split, info, history=report_inputs.training_history(model_run.uri),
                               sizes=sizes, push=push, comparison=comparison, written=written,

@@ -6,6 +6,7 @@ import re
 from typing import Any, Dict, Iterable, List, Optional
 
 from components.source_slices import sources_html
+from components.significance import significance_html
 from components.span_validator import span_checks_html
 from components.report_figures import (candidate_vs_baseline_png, confusion_matrix_png,  # noqa: F401
                                        most_wrong_png, per_digit_accuracy_png, training_curves_png)
@@ -103,7 +104,13 @@ def _comparison_html(comparison: Optional[Dict[str, Any]]) -> str:
     floor, max_drop = comparison.get("floor"), comparison.get("max_drop")
     overall = comparison["rows"][0] if comparison["rows"][0]["slice"] == "overall" else {}
     gate = [f"accuracy floor {_fraction(floor)}"]
-    if comparison["has_baseline"] and max_drop is not None and overall.get("baseline") is not None:
+    paired = comparison.get("paired_test")  # components/significance.py, when there was a baseline
+    if paired:
+        gate.append(f"no drop beyond {max_drop:g} against the baseline that is significant at level "
+                    f"{paired['alpha']:g} (paired test on the same images, below)")
+        decided = {"floor": "no significant drop: the floor decided", "paired test": "the paired test found a "
+                   "significant drop", "both": "both the floor and the paired test failed"}[comparison["decided_by"]]
+    elif comparison["has_baseline"] and max_drop is not None and overall.get("baseline") is not None:
         gate.append(f"allowed drop {max_drop:.4f} against the baseline (at least "
                     f"{overall['baseline'] - max_drop:.4f})")
         decided = {"floor": "the floor decided (it is the stricter bound)",
@@ -179,6 +186,8 @@ def render(verdict: Dict[str, Any], figures: Dict[str, Any], split: str, run_inf
 {_comparison_html(comparison)}
 <h3>By source</h3>
 {sources_html(verdict.get("sources") or {}) or "<p>One source (MNIST): the overall figures above.</p>"}
+<h3>Noise or regression: the paired test per gated slice</h3>
+{significance_html(verdict.get("significance")) or "<p>No baseline model: only the floors applied.</p>"}
 <h2>Confusion matrix ({html.escape(split)} split)</h2>
 {_img("confusion matrix", confusion_matrix_png(figures['confusion']))}
 <h2>Accuracy per digit</h2>

@@ -68,13 +68,19 @@ class PipelineConfig:
     accuracy_floor: float = _field(
         0.965, "Test accuracy a model needs to be blessed (the seed tutorial's ~0.97 less its seed-to-seed spread).")
     max_accuracy_drop: float = _field(
-        0.005, "Largest test-accuracy drop against the baseline model that still blesses (0.005 = 0.5 points)."
+        0.005, "Largest true test-accuracy drop against the baseline model that still blesses (0.005 = 0.5 "
+        "points), overall and on MNIST: a run is kept from serving only when the paired test on the same test "
+        "images shows, at --significance-level, a drop beyond it (0 = any significant drop, plain McNemar)."
     )
     mnist_accuracy_floor: float = _field(
         0.0, "Accuracy on MNIST's official test set below which nothing is blessed, whatever the baseline "
         "(so small drops cannot add up run after run; 0 = the same as --accuracy-floor).")
     max_new_data_drop: float = _field(
-        0.005, "Largest accuracy drop against the baseline allowed on each added-data source's test slice.")
+        0.005, "Largest true accuracy drop against the baseline allowed on each added-data source's test slice "
+        "(judged as --max-accuracy-drop is).")
+    significance_level: float = _field(
+        0.05, "Significance level of the gate's paired test (exact McNemar, one-sided) per gated slice: a drop "
+        "beyond the allowed drop blocks only when its p-value is below this.")
     min_slice_examples: int = _field(
         50, "An added-data source's test slice is gated once it holds at least this many examples.")
     baseline: str = _field(
@@ -161,6 +167,9 @@ class PipelineConfig:
             problems.append(f"learning_rate must be positive, got {self.learning_rate}")
         if not 0.0 <= self.accuracy_floor <= 1.0:
             problems.append(f"accuracy_floor is a fraction in 0..1, got {self.accuracy_floor}")
+        if not 0.0 < self.significance_level < 1.0:
+            problems.append(f"significance_level is a probability strictly between 0 and 1 (such as 0.05), "
+                            f"got {self.significance_level}")
         if not 0.0 <= self.max_accuracy_drop <= 1.0:
             problems.append(f"max_accuracy_drop is a fraction in 0..1 (0.005 = 0.5 points), got {self.max_accuracy_drop}")
         for name in ("mnist_accuracy_floor", "max_new_data_drop", "max_blank_share", "max_saturated_share",

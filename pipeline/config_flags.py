@@ -23,7 +23,7 @@ GROUPS: Tuple[Tuple[str, str, Tuple[str, ...]], ...] = (
      ("epochs", "batch_size", "hidden_units", "learning_rate", "seed")),
     ("gate", "What a model must reach on the test split to be blessed and pushed.",
      ("accuracy_floor", "max_accuracy_drop", "mnist_accuracy_floor", "max_new_data_drop", "min_slice_examples",
-      "baseline")),
+      "significance_level", "baseline")),
     ("validation", "What stops a run before training: broken spans, and (if asked) drift.",
      ("max_blank_share", "max_saturated_share", "max_label_share", "drift_threshold", "drift_stops_run")),
     ("Beam", "Where Apache Beam runs ExampleGen, StatisticsGen, Transform and the Evaluator.",

@@ -11,6 +11,7 @@ from ml_metadata.proto import metadata_store_pb2
 
 from components.pusher import NEW_VERSION_PROPERTY
 from components.report import REPORT_FILE, SUMMARY_FILE, HtmlReport
+from components.significance import summary_lines as significance_lines
 from components.source_slices import summary_lines as source_lines
 from components.span_validation import drift_lines
 from components.span_validator import CHECKS_FILE, SpanChecks
@@ -58,12 +59,14 @@ class RunSummary:
             lines += ["  " + line for line in source_lines(
                 verdict.get("sources") or {}, config.effective_mnist_floor, config.max_accuracy_drop,
                 config.max_new_data_drop, config.min_slice_examples)]
+            lines += ["  " + line for line in significance_lines(verdict.get("significance"))]
             if verdict.get("blessed"):
                 lines.append("blessed: yes")
             else:
                 lines.append("blessed: no — " + "; ".join(verdict.get("reasons") or ["see the report"]))
                 lines.append("  (the gate kept this model from serving; train longer with --epochs, try another "
-                             "--seed, or change --accuracy-floor / --max-accuracy-drop if the gate is too strict)")
+                             "--seed, or change --accuracy-floor / --max-accuracy-drop / --significance-level if the "
+                             "gate is too strict)")
         if self.pushed and self.pushed_new:
             lines.append(f"pushed: version {self.pushed_version} at {self.pushed_path}")
         elif self.pushed:
@@ -84,7 +87,7 @@ class RunSummary:
         return f"{described}: {counted:,} images"
 
     def _baseline_line(self) -> str:
-        """What the change threshold compared against. The verdict holds baseline metrics only when
+        """What the paired test compared against. The verdict holds baseline metrics only when
         the Evaluator had a baseline model: the resolver found one, or a version was served."""
         floor_only = f"only the accuracy floor ({self.config.accuracy_floor}) applied"
         allowed = f"(allowed drop {self.config.max_accuracy_drop})"

@@ -1,13 +1,14 @@
-"""The per-source gate run by TFMA itself: our eval config with the source thresholds the Evaluator
+"""The per-source gate run by TFMA itself: our eval config with the source floors the Evaluator
 adds, on tf.Examples that carry both models' predictions (TFMA's model-agnostic evaluation, so no
-SavedModel is needed), then read back as the report and the summary read it."""
+SavedModel is needed), then read back as the report and the summary read it; the drops are judged
+by the paired test (components/significance.py) on the same rows."""
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_model_analysis as tfma
 from tfx.types import artifact_utils, standard_artifacts
 
-from components import source_slices
+from components import significance, source_slices
 from components.eval_config import SourceGate, make_eval_config, with_source_thresholds
 from components.evaluator import count_sources
 from components.report import _failure_reasons
@@ -57,7 +58,7 @@ def _evaluate(tmp_path, rows):
     examples.uri = str(tmp_path)
     examples.split_names = artifact_utils.encode_split_names(["test"])
     counts = count_sources(examples, ["test"])
-    config = with_source_thresholds(make_eval_config(0.9, 0.005), counts, GATE)
+    config = with_source_thresholds(make_eval_config(0.9), counts, GATE)
     del config.model_specs[:]
     config.model_specs.add(name="candidate", label_key="label", prediction_key="candidate")
     config.model_specs.add(name="baseline", label_key="label", prediction_key="baseline", is_baseline=True)
@@ -67,15 +68,24 @@ def _evaluate(tmp_path, rows):
     return counts, tfma.load_validation_result(out), out
 
 
-def test_a_new_source_that_drops_fails_the_gate_named_by_its_slice(tmp_path):
+def _judge(rows):
+    sources, candidate, baseline = (np.array(column) for column in zip(*rows))
+    return significance.judge(candidate, baseline, sources, GATE.significance_level, mnist_source="mnist",
+                              min_slice_examples=GATE.min_slice_examples, max_drop=GATE.max_accuracy_drop,
+                              max_new_data_drop=GATE.max_new_data_drop)
+
+
+def test_a_new_source_that_drops_fails_the_paired_test_named_by_its_slice(tmp_path):
     # feedback: 10 of 100 newly wrong, a drop of 0.1; overall only 10 of 3120 (within 0.005);
     # import: all wrong for both models, too few to be gated anyway.
     rows = _rows("mnist", 3000, 0) + _rows("feedback", 100, 10) + _rows("import", 20, 20, baseline_wrong=20)
     counts, validation, out = _evaluate(tmp_path, rows)
     assert counts == {"mnist": 3000, "feedback": 100, "import": 20}
-    assert not validation.validation_ok
-    assert _failure_reasons(validation) == [
-        "source 'feedback': accuracy dropped by 0.1000 against the baseline model (allowed: 0.0050)"]
+    assert validation.validation_ok, _failure_reasons(validation)  # TFMA holds the floors only
+    verdict = _judge(rows)
+    assert list(verdict["slices"]) == ["overall", "feedback", "mnist"]  # import: 20 < 50, not gated
+    assert verdict["reasons"] == ["source 'feedback': accuracy 0.9000 vs baseline 1.0000, a significant drop "
+                                  "(McNemar p = 0.002 < 0.05, allowed drop 0.005)"]
     metrics = source_slices.source_metrics(out)
     assert metrics["feedback"] == {"accuracy": pytest.approx(0.9), "baseline_accuracy": pytest.approx(1.0),
                                    "example_count": 100}
@@ -94,3 +104,4 @@ def test_small_new_slices_do_not_block_and_good_runs_bless(tmp_path):
     _, validation, _ = _evaluate(tmp_path, rows)
     assert validation.validation_ok, _failure_reasons(validation)
     assert not validation.missing_slices
+    assert _judge(rows)["blessed"]

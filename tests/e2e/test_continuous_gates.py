@@ -63,7 +63,8 @@ def test_a_span_with_shuffled_labels_stops_at_the_gate(first_run, package_splits
     summary = local_runner.run(dataclasses.replace(config, data_root=str(root / "shuffled")))
     verdict = summary.verdict
     assert verdict["has_baseline"] and not verdict["blessed"] and not summary.pushed, summary.render()
-    assert any(reason.startswith("source 'mnist': accuracy dropped by") for reason in verdict["reasons"]), verdict
+    assert any(reason.startswith("source 'mnist': accuracy ") and "a significant drop (McNemar p = " in reason
+               for reason in verdict["reasons"]), verdict
     assert verdict["sources"]["import"]["example_count"] >= config.min_slice_examples
     assert verdict["sources"]["mnist"]["example_count"] == SMALL_RUN["test_examples"]
     text = summary.render()

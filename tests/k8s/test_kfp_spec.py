@@ -278,7 +278,8 @@ def test_span_validator_and_evaluator_get_the_validation_limits_and_gate_of_the_
                       "drift_threshold": 0.25, "drift_stops_run": 1}
     gate = json.loads(compiled.tasks["Evaluator"]["inputs"]["parameters"]["source_gate"]["runtimeValue"]["constant"])
     assert gate == {"mnist_floor": config.effective_mnist_floor, "max_accuracy_drop": config.max_accuracy_drop,
-                    "max_new_data_drop": config.max_new_data_drop, "min_slice_examples": config.min_slice_examples}
+                    "max_new_data_drop": config.max_new_data_drop, "min_slice_examples": config.min_slice_examples,
+                    "significance_level": config.significance_level}
 
 
 def digits_kfp(tmp_path, *flags):

@@ -53,6 +53,9 @@ def test_environment_overrides_defaults_and_flags_override_environment():
     (["--schedule", "0 0 3 * * *"], "schedule must be a 5-field cron expression"),
     (["--schedule", "daily"], "schedule must be a 5-field cron expression"),
     (["--baseline", "latest"], "^--baseline: 'latest' is not one of latest-blessed, serving-dir$"),
+    (["--significance-level", "0"], "^--significance-level: significance_level is a probability strictly between 0 "
+                                    r"and 1 \(such as 0.05\), got 0.0$"),
+    (["--significance-level", "1"], "significance_level is a probability strictly between 0 and 1"),
     (["--train-examples", "500", "--eval-examples", "500"], "train_examples .500. counts the eval images"),
     (["--train-examples", "1"], r"^--train-examples: train_examples \(1\) counts the eval images trained on too, "
                                 r"so it must exceed them \(1: "),

@@ -164,3 +164,22 @@ def test_spans_and_sources_have_their_sections():
     assert "<td>feedback</td><td>150</td><td>0.7100</td><td>0.1800</td><td>+0.5300</td>" in page
     bare = report_html.render(_verdict(), _figures(), "test")
     assert "MNIST only: no sealed span" in bare and "One source (MNIST)" in bare
+
+
+def test_with_a_paired_test_the_page_shows_it_per_slice_and_says_what_decided():
+    from components.significance import judge
+
+    candidate, baseline = np.ones(500, bool), np.ones(500, bool)
+    candidate[:40] = False  # 40 lost, none gained: a significant drop
+    significance = judge(candidate, baseline, np.array(["mnist"] * 500), 0.05, mnist_source="mnist",
+                         min_slice_examples=50, max_drop=0.005, max_new_data_drop=0.005)
+    comparison = {**_comparison(blessed=False), "max_drop": 0.005, "paired_test": significance,
+                  "decided_by": "paired test"}
+    verdict = {**_verdict(), "blessed": False, "reasons": significance["reasons"], "significance": significance}
+    page = report_html.render(verdict, _figures(), "test", comparison=comparison)
+    assert "no drop beyond 0.005 against the baseline that is significant at level 0.05" in page
+    assert "the paired test found a significant drop" in page
+    assert "<h3>Noise or regression: the paired test per gated slice</h3>" in page
+    assert "<td>overall</td><td>500</td><td>40</td><td>0</td><td>-0.0800</td>" in page
+    assert "overall: accuracy 0.9200 vs baseline 1.0000, a significant drop (McNemar p = " in page
+    assert "No baseline model: only the floors applied." in report_html.render(_verdict(), _figures(), "test")

@@ -32,3 +32,22 @@ def test_drift_beyond_the_threshold_and_each_source_get_a_line():
 def test_a_run_without_spans_or_source_slices_adds_no_lines():
     text = _summary(None, {}).render()
     assert "drift" not in text and "source '" not in text.replace("blessed: no — source 'feedback'", "")
+
+
+def test_the_paired_test_gets_a_line_per_gated_slice_with_its_p_value():
+    import numpy as np
+
+    from components.significance import judge
+
+    candidate, baseline = np.ones(1000, bool), np.ones(1000, bool)
+    candidate[:9], baseline[9:14] = False, False  # 9 lost, 5 gained: a 0.4-point drop within noise
+    summary = _summary(None, {})
+    summary.verdict.update(blessed=True, significance=judge(
+        candidate, baseline, np.array(["mnist"] * 1000), 0.05, mnist_source="mnist", min_slice_examples=50,
+        max_drop=0.005, max_new_data_drop=0.005))
+    lines = summary.render().splitlines()
+    i = lines.index("  paired test against the baseline (exact McNemar beyond the allowed drop, level 0.05; "
+                    "90% interval of the change):")
+    assert lines[i + 1].startswith("    overall: -0.0040 [") and lines[i + 1].endswith("(within noise)")
+    assert "9 lost / 5 gained, allowed drop 0.005, p = " in lines[i + 1]
+    assert lines[i + 2].startswith("    source 'mnist': -0.0040 [") and "blessed: yes" in lines

@@ -8,43 +8,45 @@ GATE = SourceGate(mnist_floor=0.95, max_accuracy_drop=0.005, max_new_data_drop=0
 
 
 def _thresholds(eval_config):
-    """{slice: (floor or None, allowed drop)} of the accuracy metric's per-slice thresholds."""
+    """{slice: floor or None} of the accuracy metric's per-slice thresholds (each a floor only: drops
+    against the baseline are the Evaluator's paired test, components/significance.py)."""
     [accuracy] = [m for spec in eval_config.metrics_specs for m in spec.metrics
                   if m.class_name == "SparseCategoricalAccuracy"]
     result = {}
     for per_slice in accuracy.per_slice_thresholds:
         [spec] = per_slice.slicing_specs
         name = dict(spec.feature_values).get("source", "overall")
+        assert not per_slice.threshold.HasField("change_threshold"), name  # no point-estimate drop threshold
         value = per_slice.threshold.value_threshold
-        result[name] = (value.lower_bound.value if value.HasField("lower_bound") else None,
-                        -per_slice.threshold.change_threshold.absolute.value)
+        result[name] = value.lower_bound.value if value.HasField("lower_bound") else None
     return result
 
 
-def test_the_static_config_slices_by_source_and_gates_the_overall_slice_only():
-    config = make_eval_config(0.965, 0.005)
+def test_the_static_config_slices_by_source_and_gates_the_overall_floor_only():
+    config = make_eval_config(0.965)
     assert tfma.SlicingSpec(feature_keys=["source"]) in config.slicing_specs
-    assert _thresholds(config) == {"overall": (0.965, 0.005)}
+    assert _thresholds(config) == {"overall": 0.965}
 
 
-def test_mnist_and_large_enough_new_slices_get_thresholds():
-    config = make_eval_config(0.965, 0.005)
+def test_mnist_gets_its_floor_and_new_sources_no_tfma_threshold():
+    config = make_eval_config(0.965)
     gated = with_source_thresholds(config, {"mnist": 1000, "feedback": 50, "import": 49}, GATE)
-    assert _thresholds(gated) == {"overall": (0.965, 0.005), "mnist": (0.95, 0.005), "feedback": (None, 0.01)}
-    assert _thresholds(config) == {"overall": (0.965, 0.005)}  # the input is left as it was
+    assert _thresholds(gated) == {"overall": 0.965, "mnist": 0.95}
+    assert _thresholds(config) == {"overall": 0.965}  # the input is left as it was
 
 
-def test_absent_or_tiny_slices_get_no_threshold_so_tfma_reports_no_missing_slice():
-    config = make_eval_config(0.965, 0.005)
-    assert _thresholds(with_source_thresholds(config, {}, GATE)) == {"overall": (0.965, 0.005)}
-    assert _thresholds(with_source_thresholds(config, {"mnist": 0, "feedback": 3}, GATE)) == {
-        "overall": (0.965, 0.005)}
-    only_new = with_source_thresholds(config, {"feedback": 500}, GATE)
-    assert _thresholds(only_new) == {"overall": (0.965, 0.005), "feedback": (None, 0.01)}
+def test_absent_mnist_gets_no_threshold_so_tfma_reports_no_missing_slice():
+    config = make_eval_config(0.965)
+    assert _thresholds(with_source_thresholds(config, {}, GATE)) == {"overall": 0.965}
+    assert _thresholds(with_source_thresholds(config, {"mnist": 0, "feedback": 3}, GATE)) == {"overall": 0.965}
+    assert _thresholds(with_source_thresholds(config, {"feedback": 500}, GATE)) == {"overall": 0.965}
 
 
 def test_the_gate_travels_as_json():
     assert SourceGate.from_json(GATE.to_json()) == GATE
+    assert GATE.significance_level == 0.05  # the default; older JSON without it still loads
+    assert SourceGate.from_json('{"mnist_floor": 0.9, "max_accuracy_drop": 0.0, "max_new_data_drop": 0.0, '
+                                '"min_slice_examples": 5}').significance_level == 0.05
     assert source_slice("feedback") == tfma.SlicingSpec(feature_values={"source": "feedback"})
 
 
