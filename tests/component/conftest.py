@@ -40,6 +40,22 @@ def digits(package_splits):
     return images.reshape(N, 28, 28).astype(np.float32), labels, list(_to_examples(images, labels))
 
 
+def serve_export(tmp_path_factory, export, name="digits", version=1, **spec):
+    """The real serving core without a server process: a ModelRegistry holding ``export`` as version
+    ``version`` of model ``name`` (a symlink in a fresh base path), polled once. ``spec``: more
+    ModelSpec fields (e.g. version_labels). Returns (registry, base path)."""
+    from serving.core.model_registry import ModelRegistry
+    from serving.model_servers.server_config import ModelSpec
+    from serving.servables.loaded_model import LoadedModel
+
+    base = tmp_path_factory.mktemp(f"{name}_models") / name
+    base.mkdir()
+    os.symlink(export, base / str(version))
+    registry = ModelRegistry([ModelSpec(name, str(base), **spec)], LoadedModel.load, poll_seconds=-1)
+    registry.poll_once()
+    return registry, str(base)
+
+
 class StubRegistry:
     """A registry holding one servable as version 1 of the model "stub": the REST front's tests
     without TensorFlow or a model directory."""

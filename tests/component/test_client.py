@@ -14,11 +14,9 @@ from PIL import Image  # noqa: E402
 
 from serving.client.model_client import ClientError, ModelClient, VersionStatus, split_target  # noqa: E402
 from serving.client.predict_cli import main  # noqa: E402
-from serving.servables.loaded_model import LoadedModel  # noqa: E402
 from serving.client.mnist_image import load_images, to_mnist  # noqa: E402
-from serving.core.model_registry import ModelRegistry  # noqa: E402
 from serving.rest_api.transport import RestServer  # noqa: E402
-from serving.model_servers.server_config import ModelSpec  # noqa: E402
+from tests.component.conftest import serve_export  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 START_HINT = "start it with `make serve`, or pass --server HOST:PORT"
@@ -26,13 +24,7 @@ START_HINT = "start it with `make serve`, or pass --server HOST:PORT"
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory, digits_export):
-    base = tmp_path_factory.mktemp("client_models") / "mnist"
-    base.mkdir()
-    os.symlink(digits_export, base / "1")
-    registry = ModelRegistry([ModelSpec("mnist", str(base), version_labels={"stable": 1})],
-                             LoadedModel.load, poll_seconds=-1)
-    registry.poll_once()
-    return registry
+    return serve_export(tmp_path_factory, digits_export, name="mnist", version_labels={"stable": 1})[0]
 
 
 @pytest.fixture(scope="module")

@@ -20,13 +20,11 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      predict_pb2, prediction_service_pb2_grpc, regression_pb2)
 from tensorflow_serving.config import model_server_config_pb2  # noqa: E402
 
-from serving.servables.loaded_model import LoadedModel  # noqa: E402
 from serving.errors import ServingError  # noqa: E402
 from serving.grpc_api.front import GrpcServer  # noqa: E402
-from serving.core.model_registry import ModelRegistry  # noqa: E402
 from serving.rest_api.transport import RestServer  # noqa: E402
-from serving.model_servers.server_config import ModelSpec  # noqa: E402
 from serving.grpc_api.tensor_proto import from_ndarray, to_ndarray  # noqa: E402
+from tests.component.conftest import serve_export  # noqa: E402
 
 B = 8  # images per request
 INVALID, NOT_FOUND = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND
@@ -67,13 +65,7 @@ class ExplodingRegistry:
 
 
 def make_registry(tmp_path_factory, digits_export, name="grpc_models"):
-    base = tmp_path_factory.mktemp(name) / "digits"
-    base.mkdir()
-    os.symlink(digits_export, base / "1")
-    registry = ModelRegistry([ModelSpec("digits", str(base), version_labels={"stable": 1})],
-                             LoadedModel.load, poll_seconds=-1)
-    registry.poll_once()
-    return registry, str(base)
+    return serve_export(tmp_path_factory, digits_export, version_labels={"stable": 1})
 
 
 @pytest.fixture(scope="module")

@@ -11,21 +11,14 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from serving.client import grpc_messages  # noqa: E402
-from serving.core.model_registry import ModelRegistry  # noqa: E402
-from serving.model_servers.server_config import ModelSpec  # noqa: E402
-from serving.servables.loaded_model import LoadedModel  # noqa: E402
+from tests.component.conftest import serve_export  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory, digits_export):
-    base = tmp_path_factory.mktemp("grpc_messages_models") / "mnist"
-    base.mkdir()
-    os.symlink(digits_export, base / "1")
-    registry = ModelRegistry([ModelSpec("mnist", str(base))], LoadedModel.load, poll_seconds=-1)
-    registry.poll_once()
-    return registry
+    return serve_export(tmp_path_factory, digits_export, name="mnist")[0]
 
 
 @pytest.fixture(scope="module")

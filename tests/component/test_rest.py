@@ -12,11 +12,9 @@ os.environ["TF_USE_LEGACY_KERAS"] = "1"
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from serving.servables.loaded_model import LoadedModel  # noqa: E402
 from serving.model_servers.metrics import ServingMetrics  # noqa: E402
-from serving.core.model_registry import ModelRegistry  # noqa: E402
 from serving.rest_api.transport import RestServer  # noqa: E402
-from serving.model_servers.server_config import ModelSpec  # noqa: E402
+from tests.component.conftest import serve_export  # noqa: E402
 
 B = 8  # images per request
 METRICS_PATH = "/monitoring/prometheus/metrics"
@@ -24,12 +22,7 @@ METRICS_PATH = "/monitoring/prometheus/metrics"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, digits_export):
-    base = tmp_path_factory.mktemp("rest_models") / "digits"
-    base.mkdir()
-    os.symlink(digits_export, base / "1")
-    registry = ModelRegistry([ModelSpec("digits", str(base), version_labels={"stable": 1})],
-                             LoadedModel.load, poll_seconds=-1)
-    registry.poll_once()
+    registry, _ = serve_export(tmp_path_factory, digits_export, version_labels={"stable": 1})
     rest = RestServer(registry, 0, host="127.0.0.1")
     rest.start()
     yield rest

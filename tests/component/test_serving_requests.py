@@ -11,23 +11,16 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from components import serving_requests as sr  # noqa: E402
-from serving.core.model_registry import ModelRegistry  # noqa: E402
 from serving.grpc_api.services import Services  # noqa: E402
-from serving.model_servers.server_config import ModelSpec  # noqa: E402
 from serving.rest_api.transport import RestServer  # noqa: E402
-from serving.servables.loaded_model import LoadedModel  # noqa: E402
+from tests.component.conftest import serve_export  # noqa: E402
 
 N = 12
 
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory, digits_export):
-    base = tmp_path_factory.mktemp("requests_models") / "digits"
-    base.mkdir()
-    os.symlink(digits_export, base / "3")
-    registry = ModelRegistry([ModelSpec("digits", str(base))], LoadedModel.load, poll_seconds=-1)
-    registry.poll_once()
-    return registry
+    return serve_export(tmp_path_factory, digits_export, version=3)[0]
 
 
 @pytest.fixture(scope="module")
