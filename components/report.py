@@ -21,7 +21,7 @@ from tfx.utils import io_utils, path_utils
 
 from components import features, report_html, report_inputs, significance, signatures, source_slices
 from components.span_validator import CHECKS_FILE, SpanChecks
-from components.eval_config import ACCURACY_METRIC, SOURCE_KEY
+from components.eval_config import SOURCE_KEY
 
 REPORT_FILE = "report.html"
 SUMMARY_FILE = "summary.json"
@@ -71,14 +71,7 @@ def evaluator_verdict(evaluation_uri: str) -> Dict[str, Any]:
     for slice_metrics in tfma.load_metrics(evaluation_uri):
         if slice_metrics.slice_key.single_slice_keys:
             continue  # per-digit slices; the overall slice has no keys
-        for entry in slice_metrics.metric_keys_and_values:
-            key, value = entry.key, entry.value.double_value.value
-            if key.is_diff:
-                continue
-            if key.name == ACCURACY_METRIC:
-                verdict["baseline_accuracy" if key.model_name == "baseline" else "accuracy"] = value
-            elif key.name == "example_count" and key.model_name != "baseline":
-                verdict["example_count"] = int(value)
+        source_slices.slice_figures(slice_metrics, verdict)
     validation = tfma.load_validation_result(evaluation_uri)
     verdict["blessed"] = verdict["floors_ok"] = bool(validation.validation_ok)  # TFMA's thresholds: the floors
     verdict["has_baseline"] = verdict["baseline_accuracy"] is not None

@@ -27,17 +27,22 @@ def source_metrics(evaluation_uri: str) -> Dict[str, Dict[str, Any]]:
         keys = list(slice_metrics.slice_key.single_slice_keys)
         if len(keys) != 1 or keys[0].column != SOURCE_KEY:
             continue
-        figures = result.setdefault(_value(keys[0]), {"accuracy": None, "baseline_accuracy": None,
-                                                      "example_count": None})
-        for entry in slice_metrics.metric_keys_and_values:
-            key, value = entry.key, entry.value.double_value.value
-            if key.is_diff:
-                continue
-            if key.name == ACCURACY_METRIC:
-                figures["baseline_accuracy" if key.model_name == "baseline" else "accuracy"] = value
-            elif key.name == "example_count" and key.model_name != "baseline":
-                figures["example_count"] = int(value)
+        slice_figures(slice_metrics, result.setdefault(_value(keys[0]), {}))
     return dict(sorted(result.items()))
+
+
+def slice_figures(slice_metrics, figures: Dict[str, Any]) -> Dict[str, Any]:
+    """Fills ``figures`` with one TFMA slice's accuracy (candidate and baseline) and example count."""
+    figures.update({"accuracy": None, "baseline_accuracy": None, "example_count": None, **figures})
+    for entry in slice_metrics.metric_keys_and_values:
+        key, value = entry.key, entry.value.double_value.value
+        if key.is_diff:
+            continue
+        if key.name == ACCURACY_METRIC:
+            figures["baseline_accuracy" if key.model_name == "baseline" else "accuracy"] = value
+        elif key.name == "example_count" and key.model_name != "baseline":
+            figures["example_count"] = int(value)
+    return figures
 
 
 def summary_lines(sources: Dict[str, Dict[str, Any]], mnist_floor: float, max_accuracy_drop: float,
