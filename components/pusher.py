@@ -4,10 +4,19 @@ TFX's stock Pusher copies straight into ``<base>/<unix time>``: a server polling
 see that version half-written, and a clock set back can make a smaller version. Here the model is
 copied under a hidden staging name (which TF Serving ignores: not an integer), then renamed into
 place in one step. A model identical to the newest served version is not pushed again.
+
+Each staging name is the pusher's own and names it (``.staging-<version>-<pid>-<host>``), with an owner
+record beside it (``<staging name>.owner``: also the run's PushedModel URI), written before the copy
+starts and removed once the version is in place: the next run can tell a dead push's leftovers from a
+live pusher's work (pipeline/crash_cleanup.py). The name is what proves the owner (it appears in one
+step); the record may be empty if its writer was killed while writing it.
 """
 from __future__ import annotations
 
+import json
 import os
+import re
+import socket
 import time
 from typing import Any, Dict, List, Optional
 
@@ -20,6 +29,7 @@ from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, proto_utils
 
 STAGING_PREFIX = ".staging-"
+OWNER_SUFFIX = ".owner"  # <staging name>.owner: who copies into it (JSON: pid, host, started, pushed_model)
 
 
 # On the PushedModel artifact: 1 when this push made a new version, 0 when the newest one already served it.
@@ -56,14 +66,42 @@ def newest_identical_version(model_path: str, model_dir: str) -> Optional[str]:
     return newest if _tree(newest) == _tree(model_path) else None
 
 
-def push_atomically(model_path: str, model_dir: str) -> str:
-    """Copies ``model_path`` to ``model_dir/<next version>`` via a staging name; returns the new path."""
+def host_name() -> str:
+    """This host's name as staging names carry it (characters other than letters, digits, '.', '-', '_' as '_')."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname()) or "_"
+
+
+def owner_of(staging_name: str, marker: Optional[str] = None) -> Optional[Dict[str, Any]]:
+    """Who made the staging copy ``staging_name`` ({"pid", "host", ...}): the name's pid and host, with
+    what the owner record at ``marker`` adds; None for a name that carries no owner (older pushers')."""
+    parts = staging_name[len(STAGING_PREFIX):].split("-", 2)
+    if not staging_name.startswith(STAGING_PREFIX) or len(parts) != 3 or not parts[1].isdigit():
+        return None
+    owner: Dict[str, Any] = {}
+    if marker is not None:
+        try:
+            with fileio.open(marker, "r") as f:
+                record = json.loads(f.read())
+            owner.update(record if isinstance(record, dict) else {})
+        except Exception:  # noqa: BLE001 - absent, or empty because its writer died writing it
+            pass
+    owner.update(pid=int(parts[1]), host=parts[2])
+    return owner
+
+
+def push_atomically(model_path: str, model_dir: str, pushed_model: Optional[str] = None) -> str:
+    """Copies ``model_path`` to ``model_dir/<next version>`` via a staging name; returns the new path.
+    ``pushed_model`` (the run's PushedModel URI, under its pipeline root) goes into the owner record."""
     fileio.makedirs(model_dir)
     version = next_version(model_dir)
-    staging = os.path.join(model_dir, f"{STAGING_PREFIX}{version}")
+    staging = os.path.join(model_dir, f"{STAGING_PREFIX}{version}-{os.getpid()}-{host_name()}")
+    marker = staging + OWNER_SUFFIX
     target = os.path.join(model_dir, str(version))
     if fileio.exists(staging):
-        fileio.rmtree(staging)  # left by a push that died half-way; never served
+        fileio.rmtree(staging)  # this process's own name: left by a dead process that had our pid
+    owner = {"pid": os.getpid(), "host": host_name(), "started": int(time.time()), "pushed_model": pushed_model}
+    with fileio.open(marker, "w") as f:  # before the copy: a staging directory always has its owner
+        f.write(json.dumps(owner))
     try:
         io_utils.copy_dir(model_path, staging)
         fileio.rename(staging, target)
@@ -71,6 +109,9 @@ def push_atomically(model_path: str, model_dir: str) -> str:
         if fileio.exists(staging):
             fileio.rmtree(staging)
         raise
+    finally:
+        if fileio.exists(marker):
+            fileio.remove(marker)
     return target
 
 
@@ -95,7 +136,7 @@ class Executor(pusher_executor.Executor):
         if already_served:
             logging.info("Pusher: %s already serves this model; no new version", target)
         else:
-            target = push_atomically(model_path, model_dir)
+            target = push_atomically(model_path, model_dir, pushed_model=model_push.uri)
             logging.info("Pusher: model %s is now served from %s", model_path, target)
         io_utils.copy_dir(model_path, model_push.uri)  # archived with the push, as TFX's Pusher does
         self._MarkPushed(model_push, pushed_destination=target, pushed_version=os.path.basename(target))

@@ -71,12 +71,13 @@ def _run(argv: Sequence[str]) -> int:
               "its record was replaced", file=sys.stderr)
     try:
         with lock.released_on_sigterm():
-            return _run_locked(config)
+            return _run_locked(config, stale)
     finally:
         lock.release()
 
 
-def _run_locked(config) -> int:
+def _run_locked(config, stale=None) -> int:
+    """The run, with the run lock held: first what crashed runs left behind (pipeline/crash_cleanup.py)."""
     from absl import logging
 
     logging.set_verbosity(logging.INFO)
@@ -90,8 +91,15 @@ def _run_locked(config) -> int:
         log_path = console.log_path(config.pipeline_root)
         print(f"digits run: the full log is in {log_path}", flush=True)
         quiet = console.quiet(log_path)
+    cleaned = None
     try:
-        with quiet:
+        with quiet as shown:
+            from pipeline import crash_cleanup  # imports TFX's file I/O (TensorFlow): inside the quiet part
+
+            cleaned = crash_cleanup.clean(config, stale)
+            for line in cleaned.lines():
+                print(line, file=shown or sys.stdout, flush=True)
+                logging.info("%s", line)
             from pipeline import local_runner  # imports TensorFlow, whose C++ lines go to the log too
 
             summary = local_runner.run(config)
@@ -103,7 +111,7 @@ def _run_locked(config) -> int:
             raise
         outcome = "stopped_by_data_validation" if type(known).__name__ == "DataAnomaliesError" else "error"
         path = outcomes.write(config.pipeline_root, time.strftime("stopped-%Y%m%dT%H%M%SZ", time.gmtime()),
-                              outcome, message=str(known))
+                              outcome, message=str(known), cleaned=cleaned and cleaned.record())
         print(f"\ndigits run stopped: {known}\nEarlier artifacts, the serving directory and earlier metadata "
               f"are intact.\noutcome: {outcome} ({path})", file=sys.stderr)
         if log_path:
@@ -111,7 +119,8 @@ def _run_locked(config) -> int:
         return outcomes.EXIT_CODES[outcome]
     outcome = outcomes.of_summary(summary)
     summary = outcomes.complete_report(config.pipeline_root, summary)  # the copy with the component times
-    path = outcomes.write(config.pipeline_root, summary.run_id, outcome, summary)
+    path = outcomes.write(config.pipeline_root, summary.run_id, outcome, summary,
+                          cleaned=cleaned and cleaned.record())
     print(summary.render(components=log_path is None))  # quiet: the components were shown as they ran
     print(f"outcome: {outcome} ({path})")
     if log_path:

@@ -39,6 +39,16 @@ def _spans(store, executions) -> Optional[List[dict]]:
     return None
 
 
+def _last_update(execution) -> int:
+    """When the execution last changed; for one a later run marked FAILED after a crash
+    (pipeline/crash_cleanup.py), when its own run last changed it."""
+    from pipeline.crash_cleanup import LAST_SEEN_PROPERTY
+
+    if LAST_SEEN_PROPERTY in execution.custom_properties:
+        return execution.custom_properties[LAST_SEEN_PROPERTY].int_value
+    return execution.last_update_time_since_epoch
+
+
 def by_source(verdict: Dict) -> Dict[str, float]:
     """Accuracy per data source from the RunReport's summary.json (``sources``: {source: {"accuracy",
     "baseline_accuracy", "example_count"}}, components/source_slices.py); {} for runs made before it."""
@@ -67,7 +77,7 @@ def history(config: PipelineConfig) -> List[Dict]:
         summary = run_summary.summarize(config, store, context)
         verdict = summary.verdict or {}
         start = min(e.create_time_since_epoch for e in executions)
-        end = max(e.last_update_time_since_epoch for e in executions)
+        end = max(_last_update(e) for e in executions)
         runs.append({
             "run_id": context.name,
             "started": datetime.datetime.fromtimestamp(start / 1000, datetime.timezone.utc)

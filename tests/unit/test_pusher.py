@@ -60,3 +60,27 @@ def test_an_identical_model_is_recognised(tmp_path):
     pushed = pusher.push_atomically(_model(tmp_path / "m1", b"same"), model_dir)
     assert pusher.newest_identical_version(_model(tmp_path / "copy", b"same"), model_dir) == pushed
     assert pusher.newest_identical_version(_model(tmp_path / "other", b"different"), model_dir) is None
+
+
+def test_a_push_in_progress_names_its_owner_beside_its_staging_copy(tmp_path, monkeypatch):
+    import json
+
+    model_dir = tmp_path / "serving"
+    seen = {}
+    real_copy = pusher.io_utils.copy_dir
+
+    def copy_and_look(source, destination, **kwargs):
+        real_copy(source, destination, **kwargs)
+        seen["names"] = sorted(os.listdir(model_dir))
+        with open(destination + pusher.OWNER_SUFFIX) as f:
+            seen["owner"] = json.load(f)
+
+    monkeypatch.setattr(pusher.io_utils, "copy_dir", copy_and_look)
+    target = pusher.push_atomically(_model(tmp_path / "m1"), str(model_dir), pushed_model="/root/Pusher/pushed_model/9")
+    staging = f"{pusher.STAGING_PREFIX}{os.path.basename(target)}-{os.getpid()}-{pusher.host_name()}"
+    assert seen["names"] == [staging, staging + pusher.OWNER_SUFFIX]
+    assert seen["owner"]["pid"] == os.getpid() and seen["owner"]["host"] == pusher.host_name()
+    assert seen["owner"]["pushed_model"] == "/root/Pusher/pushed_model/9"
+    assert pusher.owner_of(staging) == {"pid": os.getpid(), "host": pusher.host_name()}  # the name alone says who
+    assert pusher.owner_of(".staging-1796000000") is None  # an older pusher's name
+    assert os.listdir(model_dir) == [os.path.basename(target)]  # the record goes once the version is in place

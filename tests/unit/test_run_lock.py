@@ -92,9 +92,11 @@ def test_digits_run_holds_the_lock_while_it_runs_and_reports_a_stale_record(hold
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
     seen = []
-    monkeypatch.setattr(cli, "_run_locked", lambda config: seen.append(run_lock.RunLock(root).current_holder()) or 0)
+    monkeypatch.setattr(cli, "_run_locked",
+                        lambda config, stale: seen.extend([run_lock.RunLock(root).current_holder(), stale]) or 0)
     assert cli.main(["run", f"--pipeline-root={root}", "--epochs=1"]) == 0
     assert seen[0].pid == os.getpid() and seen[0].command == f"digits run --pipeline-root={root} --epochs=1"
+    assert seen[1].pid == process.pid  # the dead run's record goes on to the crash clean-up
     err = capsys.readouterr().err
     assert f"an earlier run ended without releasing the run lock (pid {process.pid} on " in err, err
     assert run_lock.RunLock(root).current_holder() is None and run_lock.RunLock(root).stale() is None
