@@ -60,8 +60,12 @@ def kfp_pipeline(config: PipelineConfig):
     """The TFX pipeline as Kubeflow runs it: create_pipeline with the image's paths."""
     from pipeline.pipeline import SourceLocations, create_pipeline
 
+    from components.infra_validator_k8s import kubernetes_serving_spec
+
+    # In the cluster the InfraValidator serves the candidate with the real tensorflow/serving image.
     return create_pipeline(kfp_config(config),
-                           sources=SourceLocations.in_image(config.image_source_dir, IMAGE_SITE_PACKAGES))
+                           sources=SourceLocations.in_image(config.image_source_dir, IMAGE_SITE_PACKAGES),
+                           infra_serving_spec=kubernetes_serving_spec(config.model_name))
 
 
 def compile_pipeline(config: PipelineConfig, output_dir: str = DEFAULT_OUTPUT_DIR) -> Tuple[str, str]:

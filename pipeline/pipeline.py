@@ -12,10 +12,12 @@ from typing import List, Optional
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 from tfx.dsl.components.base import executor_spec
+from tfx.proto import infra_validator_pb2
 
 from components import mnist_source, pusher
 from components.eval_config import SourceGate, make_eval_config
 from components.evaluator import Evaluator
+from components.infra_validator import InfraValidator
 from components.example_gen import MnistExampleGen
 from components.example_validator import ExampleValidator
 from components.model import HParams
@@ -31,7 +33,8 @@ _DATA_CODE = ("components.example_gen", "components.mnist_source", "components.f
               "components.span_files")
 _SPAN_CHECK_CODE = ("components.span_validator", "components.span_validation", "components.span_drift")
 _TRANSFORM_CODE = ("components.preprocessing", "components.features")
-_TRAINER_CODE = _TRANSFORM_CODE + ("components.model", "components.signatures")
+_TRAINER_CODE = _TRANSFORM_CODE + ("components.model", "components.signatures", "components.serving_requests",
+                                    "components.warmup_requests")
 PREPROCESSING_FN = "components.preprocessing.preprocessing_fn"
 RUN_FN = "components.model.run_fn"
 
@@ -72,9 +75,12 @@ def create_pipeline(
     config: PipelineConfig,
     metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
     sources: SourceLocations = SourceLocations(),
+    infra_serving_spec: Optional[infra_validator_pb2.ServingSpec] = None,
 ) -> tfx.dsl.Pipeline:
     """ExampleGen -> StatisticsGen -> SchemaGen -> SpanValidator, ExampleValidator -> Transform -> Trainer ->
-    Evaluator (against the baseline of ``config.baseline``) -> Pusher, and the run report."""
+    Evaluator (against the baseline of ``config.baseline``) -> InfraValidator -> Pusher, and the run report.
+    ``infra_serving_spec``: where the InfraValidator serves the candidate; None = digits-model-server on this
+    machine (components/infra_validator.py)."""
     example_gen = MnistExampleGen(config.data_source, config.split_limits,
                                   code_version(*_DATA_CODE), package_data_dir=sources.package_data_dir,
                                   data_root=config.data_root, span_window=config.span_window)
@@ -131,16 +137,23 @@ def create_pipeline(
         examples=examples,
         model=trainer.outputs["model"],
         baseline_model=baseline_model,
-        eval_config=make_eval_config(config.accuracy_floor, config.max_accuracy_drop),
+        eval_config=make_eval_config(config.accuracy_floor),
         source_gate=SourceGate(mnist_floor=config.effective_mnist_floor, max_accuracy_drop=config.max_accuracy_drop,
                                max_new_data_drop=config.max_new_data_drop,
-                               min_slice_examples=config.min_slice_examples),
+                               min_slice_examples=config.min_slice_examples,
+                               significance_level=config.significance_level),
         example_splits=["test"],
     )
+
+    # The candidate must load and answer canaries in a real model server before it may be pushed.
+    infra = InfraValidator(model=trainer.outputs["model"], examples=examples,
+                           serving_spec=infra_serving_spec).with_id("InfraValidator")
+    infra.add_upstream_node(evaluator)  # only a model the Evaluator has judged is started in a server
 
     push = tfx.components.Pusher(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
+        infra_blessing=infra.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=config.model_serving_dir)),
         custom_executor_spec=executor_spec.ExecutorClassSpec(pusher.Executor),
@@ -155,7 +168,7 @@ def create_pipeline(
                        run_info=json.dumps(run_info, sort_keys=True, default=str))
 
     components: List = [example_gen, statistics_gen, schema_gen, span_validator, validator, transform, trainer,
-                        baseline, evaluator, push, report]
+                        baseline, evaluator, infra, push, report]
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,

@@ -41,6 +41,7 @@ class RunSummary:
     pushed_new: bool = False  # this run made a new version (not a cached push, not a model already served)
     report_artifact_path: Optional[str] = None  # the RunReport's own page, when report_path is the completed copy
     span_checks: Optional[Dict] = None  # SpanValidator's span_checks.json: per-span figures and drift
+    infra: Optional[Dict] = None  # InfraValidator's verdict: blessed, reason, canary_calls (None: it did not run)
 
     def render(self, components: bool = True) -> str:
         """The summary; ``components=False`` leaves out the per-component table (already shown live)."""
@@ -67,6 +68,11 @@ class RunSummary:
                 lines.append("  (the gate kept this model from serving; train longer with --epochs, try another "
                              "--seed, or change --accuracy-floor / --max-accuracy-drop / --significance-level if the "
                              "gate is too strict)")
+        if self.infra is not None:
+            lines.append("InfraValidator: " + (
+                f"served by the model server; {self.infra['canary_calls']} canary calls (gRPC and REST, every "
+                "signature) answered as the model does" if self.infra["blessed"] else
+                (self.infra["reason"] or "not blessed (see the InfraValidator's log)")))
         if self.pushed and self.pushed_new:
             lines.append(f"pushed: version {self.pushed_version} at {self.pushed_path}")
         elif self.pushed:
@@ -139,6 +145,8 @@ def summarize(config: PipelineConfig, store: metadata_store.MetadataStore,
     outputs = _output_artifacts(store, [e.id for e in executions])
     report_type = store.get_artifact_type(HtmlReport.TYPE_NAME)
     checks_types = {t.id for t in store.get_artifact_types() if t.name == SpanChecks.TYPE_NAME}
+    infra_types = {t.id for t in store.get_artifact_types() if t.name == "InfraBlessing"}
+    infra = None
     span_checks = None
 
     components, pushed, pushed_version, pushed_path, report_dir = [], False, None, None, None
@@ -161,6 +169,10 @@ def summarize(config: PipelineConfig, store: metadata_store.MetadataStore,
                 served_version = properties["served_version"].int_value
             if artifact.type_id == report_type.id:
                 report_dir = artifact.uri
+            if artifact.type_id in infra_types:  # properties: components/infra_validator.py
+                infra = {"blessed": bool(properties["blessed"].int_value) if "blessed" in properties else False,
+                         "reason": properties["reason"].string_value if "reason" in properties else "",
+                         "canary_calls": properties["canary_calls"].int_value if "canary_calls" in properties else 0}
             if artifact.type_id in checks_types and os.path.exists(os.path.join(artifact.uri, CHECKS_FILE)):
                 with open(os.path.join(artifact.uri, CHECKS_FILE)) as f:
                     span_checks = json.load(f)
@@ -172,4 +184,4 @@ def summarize(config: PipelineConfig, store: metadata_store.MetadataStore,
         run_id=run.name, components=components, verdict=verdict, pushed=pushed,
         pushed_version=pushed_version, pushed_path=pushed_path,
         report_path=os.path.join(report_dir, REPORT_FILE) if report_dir else None, config=config,
-        served_version=served_version, pushed_new=pushed_new, span_checks=span_checks)
+        served_version=served_version, pushed_new=pushed_new, span_checks=span_checks, infra=infra)

@@ -19,7 +19,7 @@ from pipeline.config import PipelineConfig
 from tests.conftest import SMALL_RUN, make_idx_dir
 
 COMPONENTS = {"ImportSchemaGen", "MnistExampleGen", "StatisticsGen", "SpanValidator", "ExampleValidator", "Transform",
-              "Trainer", "latest_blessed_model_resolver", "Evaluator", "Pusher", "RunReport"}
+              "Trainer", "latest_blessed_model_resolver", "Evaluator", "InfraValidator", "Pusher", "RunReport"}
 UPSTREAM_OF_EVALUATOR = {"ImportSchemaGen", "MnistExampleGen", "StatisticsGen", "SpanValidator", "ExampleValidator",
                          "Transform", "Trainer"}
 
@@ -55,6 +55,14 @@ def test_every_component_ran_and_is_recorded_in_ml_metadata(pipeline_run):
         assert [e.last_known_state for e in runs] == [metadata_store_pb2.Execution.COMPLETE], name
 
 
+def test_the_infra_validator_served_the_model_before_it_was_pushed(pipeline_run):
+    """The real digits-model-server loaded the candidate and answered canaries on its three signatures over
+    gRPC and REST as the model itself does; only then did the Pusher push it."""
+    _, summary = pipeline_run
+    assert summary.infra == {"blessed": True, "reason": "", "canary_calls": 6}
+    assert "InfraValidator: served by the model server; 6 canary calls" in summary.render() and summary.pushed
+
+
 def test_the_pushed_version_loads_and_reads_digits(pipeline_run, package_splits):
     config, summary = pipeline_run
     assert summary.pushed and summary.verdict["blessed"] and not summary.verdict["has_baseline"]
@@ -64,6 +72,17 @@ def test_the_pushed_version_loads_and_reads_digits(pipeline_run, package_splits)
     images = package_splits["test"].images[:100].reshape(100, 28, 28).astype(np.float32)
     classes = model.signatures["serving_default"](images=tf.constant(images))["classes"].numpy()
     assert (classes == package_splits["test"].labels[:100]).mean() > 0.6
+
+
+def test_the_pushed_version_carries_warmup_requests_for_every_signature(pipeline_run):
+    """Trainer's run_fn writes TF Serving's warmup file (components/warmup_requests.py) from training digits."""
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    config, summary = pipeline_run
+    path = os.path.join(config.model_serving_dir, summary.pushed_version, "assets.extra", "tf_serving_warmup_requests")
+    logs = [prediction_log_pb2.PredictionLog.FromString(r) for r in tf.data.TFRecordDataset(path).as_numpy_iterator()]
+    names = [getattr(log, log.WhichOneof("log_type")).request.model_spec.signature_name for log in logs]
+    assert sorted(names) == sorted(["classify", "serving_default", "serving_examples"] * 2)
 
 
 def test_run_report_and_summary(pipeline_run):
@@ -149,7 +168,7 @@ def test_a_model_much_worse_than_the_blessed_one_is_not_pushed(pipeline_run):
     worse = dataclasses.replace(config, hidden_units=(1,), epochs=1, accuracy_floor=0.0)
     summary = local_runner.run(worse)
     assert not summary.verdict["blessed"] and not summary.pushed
-    assert any("dropped by" in reason for reason in summary.verdict["reasons"]), summary.verdict
+    assert any("a significant drop (McNemar p = " in reason for reason in summary.verdict["reasons"]), summary.verdict
     assert snapshot(config.serving_dir) == before
 
 
@@ -216,7 +235,8 @@ def test_a_model_much_worse_than_the_served_one_is_not_pushed(served_baseline_ru
     assert second.verdict["has_baseline"] and second.verdict["baseline_accuracy"] == first.verdict["accuracy"]
     assert second.verdict["accuracy"] < first.verdict["accuracy"] - 0.1
     assert not second.verdict["blessed"] and not second.pushed
-    assert [reason for reason in second.verdict["reasons"] if "dropped by" in reason], second.verdict
+    assert [reason for reason in second.verdict["reasons"]
+            if "a significant drop (McNemar p = " in reason], second.verdict
     assert f"served model's accuracy (version {first.pushed_version})" in second.render()
     assert snapshot(config.serving_dir) == served_after_first
 
@@ -260,3 +280,31 @@ def test_digits_runs_lists_each_run_from_ml_metadata(pipeline_run, capsys):
 
     assert cli.main(["runs", f"--pipeline-root={config.pipeline_root}", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == runs
+
+
+def test_a_model_the_server_refuses_is_not_pushed_and_the_summary_says_why(pipeline_run, monkeypatch):
+    """A model that trains and evaluates as well as the served one but does not serve: its warmup file (which
+    TFMA never reads) is not TFRecord, so the model server refuses to load it, as TF Serving does."""
+    from components import warmup_requests
+
+    write = warmup_requests.write_warmup_requests
+
+    def corrupt_warmup(export_dir, images, model_name=warmup_requests.WARMUP_MODEL_NAME):
+        path = write(export_dir, images, model_name)
+        with open(path, "wb") as f:
+            f.write(b"these are not warmup records")
+        return path
+    monkeypatch.setattr(warmup_requests, "write_warmup_requests", corrupt_warmup)
+
+    config, _ = pipeline_run
+    before = snapshot(config.serving_dir)
+    summary = local_runner.run(dataclasses.replace(config, enable_cache=False))  # retrains the same model
+    states = {c.node_id: c.state for c in summary.components}
+    assert states["Trainer"] == states["InfraValidator"] == "COMPLETE" and summary.verdict["blessed"]
+    assert not summary.infra["blessed"] and not summary.pushed
+    assert summary.infra["reason"].startswith("the model server refused the model"), summary.infra
+    assert "Please verify your warmup data is in TFRecord format" in summary.infra["reason"]
+    assert snapshot(config.serving_dir) == before  # byte for byte
+    assert outcomes.of_summary(summary) == "not_servable"
+    assert f"InfraValidator: {summary.infra['reason']}" in summary.render()
+    assert f"pushed: no; {config.model_serving_dir} is unchanged" in summary.render(), summary.render()

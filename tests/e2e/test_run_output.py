@@ -11,7 +11,7 @@ from tests.conftest import SMALL_RUN
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NODES = ("ImportSchemaGen", "MnistExampleGen", "StatisticsGen", "SpanValidator", "ExampleValidator", "Transform",
-         "Trainer", "latest_blessed_model_resolver", "Evaluator", "Pusher", "RunReport")
+         "Trainer", "latest_blessed_model_resolver", "Evaluator", "InfraValidator", "Pusher", "RunReport")
 
 
 def digits_run(tmp_path, *extra):

@@ -121,6 +121,9 @@ def test_task_dependencies_are_the_pipeline_upstream_nodes(compiled):
     assert "ExampleValidator" in compiled.tasks["Transform"]["dependentTasks"]  # anomalies stop the run first
     assert "SpanValidator" in compiled.tasks["Transform"]["dependentTasks"]  # so do bad spans
     assert "SpanValidator" in compiled.tasks["ExampleValidator"]["dependentTasks"]  # naming the span first
+    # the Pusher needs the InfraValidator's blessing as well as the Evaluator's; it runs after the Evaluator
+    assert {"Evaluator", "InfraValidator"} <= set(compiled.tasks["Pusher"]["dependentTasks"])
+    assert "Evaluator" in compiled.tasks["InfraValidator"]["dependentTasks"]
 
 
 def test_every_container_runs_the_pipeline_image(compiled):
@@ -306,3 +309,11 @@ def test_cli_verbose_shows_the_compilers_output(tmp_path):
     assert code == 0, err
     assert noise_lines(err) and "log is in" not in err and not (tmp_path / "root" / "logs").exists(), err
     assert out.splitlines()[-1] == str(tmp_path / "kfp" / "digits_pipeline.json")
+
+
+def test_in_the_cluster_the_infra_validator_serves_with_the_real_tensorflow_serving_image(compiled):
+    from components.infra_validator_k8s import TF_SERVING_IMAGE
+
+    spec = json.loads(compiled.tasks["InfraValidator"]["inputs"]["parameters"]["serving_spec"]["runtimeValue"]["constant"])
+    assert spec["tensorflow_serving"]["image_name"] == TF_SERVING_IMAGE and spec["tensorflow_serving"]["tags"]
+    assert "kubernetes" in spec and spec["model_name"] == compiled.config.model_name

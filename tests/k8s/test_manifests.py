@@ -288,7 +288,7 @@ def test_quiet_nights_succeed_and_bad_data_fails_the_job_without_retries(builds)
     (fail,) = [r for r in job["podFailurePolicy"]["rules"] if r["action"] == "FailJob"]
     no_retry = set(fail["onExitCodes"]["values"])
     assert fail["onExitCodes"]["operator"] == "In" and fail["onExitCodes"]["containerName"] == "pipeline"
-    assert no_retry == {2, outcomes.EXIT_CODES["stopped_by_data_validation"]}
+    assert no_retry == {2, outcomes.EXIT_CODES["stopped_by_data_validation"], outcomes.EXIT_CODES["not_servable"]}
     quiet = ("pushed", "already_served", "not_blessed")
     assert all(outcomes.EXIT_CODES[o] == 0 for o in quiet), "a quiet night is a successful Job"
     assert outcomes.EXIT_CODES["error"] not in no_retry and job["backoffLimit"] >= 1
