@@ -92,6 +92,8 @@ def write(pipeline_root: str, run_id: str, outcome: str, summary=None, message: 
             "version": int(summary.pushed_version) if summary.pushed_version else None,
             "serving_dir": summary.config.model_serving_dir, "report": summary.report_path,
             "split_sizes": verdict.get("split_sizes"), "train_examples": verdict.get("train_examples"),
+            # each source's test slice against the baseline, and the paired test per gated slice
+            "sources": verdict.get("sources"), "significance": verdict.get("significance"),
             "components": {c.node_id: {"state": c.state, "seconds": round(c.seconds, 1)}
                            for c in summary.components}})
         if getattr(summary, "infra", None) is not None:

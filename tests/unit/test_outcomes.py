@@ -14,7 +14,8 @@ from pipeline.run_summary import ComponentRun, RunSummary  # noqa: E402
 
 def summary(config, *, blessed, pushed, pushed_new):
     verdict = {"accuracy": 0.97, "example_count": 100, "blessed": blessed, "has_baseline": False,
-               "reasons": [] if blessed else ["accuracy 0.9700 is below the floor 0.9900"]}
+               "reasons": [] if blessed else ["accuracy 0.9700 is below the floor 0.9900"],
+               "sources": {"mnist": {"example_count": 100, "accuracy": 0.97, "baseline_accuracy": None}}}
     return RunSummary(run_id="2026-12-07T00:00:00.1", components=[ComponentRun("Trainer", "COMPLETE", 3.0)],
                       verdict=verdict, pushed=pushed, pushed_version="17" if pushed else None,
                       pushed_path=os.path.join(config.model_serving_dir, "17") if pushed else None,
@@ -40,6 +41,7 @@ def test_a_completed_run_exits_0_and_summary_json_says_which_outcome(tmp_path, m
     record = json.loads(open(path).read())
     assert record["outcome"] == outcome and record["exit_code"] == 0 and record["blessed"] == blessed
     assert record["version"] == (17 if pushed else None) and record["components"]["Trainer"]["state"] == "COMPLETE"
+    assert record["sources"]["mnist"]["accuracy"] == 0.97 and "significance" in record
     assert not os.path.exists(path + ".tmp")
 
 
