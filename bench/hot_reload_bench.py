@@ -15,8 +15,8 @@ import shutil
 import statistics
 import time
 
-from components import serving_requests
-from components.warmup_requests import REQUESTS_FILE_NAME, write_warmup_requests
+from components.infra import serving_requests
+from components.training.warmup_requests import REQUESTS_FILE_NAME, write_warmup_requests
 from tests.server_process import ServerProcess
 
 MODEL = "mnist"

@@ -18,7 +18,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN_PIPELINE = """
 import json, os, sys
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
-from pipeline import config, local_runner
+from pipeline import config
+from pipeline.runs import local_runner
 summary = local_runner.run(config.from_sources(sys.argv[1:]))
 print("BENCH " + json.dumps({"components": [[c.node_id, c.state, c.seconds] for c in summary.components],
                              "accuracy": summary.verdict.get("accuracy"), "pushed": summary.pushed}))

@@ -38,7 +38,7 @@ def images(batch: int):
     """Real MNIST test digits as float32 pixel values 0..255 (what `digits predict` sends): ~3.5 KB of
     JSON per image."""
     import numpy as np
-    from components import mnist_source
+    from components.data import mnist_source
     test = mnist_source.load_splits(mnist_source.package_data_dir(), True)["test"]
     return np.resize(test.images, (batch, 784)).reshape(batch, 28, 28).astype(np.float32)
 

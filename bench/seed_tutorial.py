@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from components import mnist_source  # noqa: E402
+from components.data import mnist_source  # noqa: E402
 
 logging.disable(sys.maxsize)
 

@@ -51,7 +51,7 @@ sys.path.insert(0, os.path.join(ROOT, "bench"))
 import hot_reload_bench  # noqa: E402
 import loadgen  # noqa: E402
 import serving_report  # noqa: E402
-from components import mnist_source  # noqa: E402
+from components.data import mnist_source  # noqa: E402
 from loadgen import PATH, machine_busy_seconds, tree_cpu_seconds, tree_peak_rss_mb  # noqa: E402
 from tests.server_process import ServerProcess, free_port  # noqa: E402
 

@@ -8,7 +8,7 @@ place in one step. A model identical to the newest served version is not pushed 
 Each staging name is the pusher's own and names it (``.staging-<version>-<pid>-<host>``), with an owner
 record beside it (``<staging name>.owner``: also the run's PushedModel URI), written before the copy
 starts and removed once the version is in place: the next run can tell a dead push's leftovers from a
-live pusher's work (pipeline/crash_cleanup.py). The name is what proves the owner (it appears in one
+live pusher's work (pipeline/runs/crash_cleanup.py). The name is what proves the owner (it appears in one
 step); the record may be empty if its writer was killed while writing it.
 """
 from __future__ import annotations

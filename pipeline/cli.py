@@ -58,7 +58,7 @@ def _run(argv: Sequence[str]) -> int:
     except config_lib.ConfigError as error:
         print(f"digits run: {error}", file=sys.stderr)
         return 2
-    from pipeline import run_lock  # one run at a time per pipeline root (digits schedule --local too)
+    from pipeline.runs import run_lock  # one run at a time per pipeline root (digits schedule --local too)
 
     lock = run_lock.RunLock(config.pipeline_root)
     try:
@@ -77,12 +77,12 @@ def _run(argv: Sequence[str]) -> int:
 
 
 def _run_locked(config, stale=None) -> int:
-    """The run, with the run lock held: first what crashed runs left behind (pipeline/crash_cleanup.py)."""
+    """The run, with the run lock held: first what crashed runs left behind (pipeline/runs/crash_cleanup.py)."""
     from absl import logging
 
     logging.set_verbosity(logging.INFO)
     warnings.filterwarnings("ignore", category=FutureWarning, module="google")  # Python 3.10 notices
-    from pipeline import console, outcomes
+    from pipeline.runs import console, outcomes
 
     log_path = None
     if config.verbose:
@@ -94,13 +94,13 @@ def _run_locked(config, stale=None) -> int:
     cleaned = None
     try:
         with quiet as shown:
-            from pipeline import crash_cleanup  # imports TFX's file I/O (TensorFlow): inside the quiet part
+            from pipeline.runs import crash_cleanup  # imports TFX's file I/O (TensorFlow): inside the quiet part
 
             cleaned = crash_cleanup.clean(config, stale)
             for line in cleaned.lines():
                 print(line, file=shown or sys.stdout, flush=True)
                 logging.info("%s", line)
-            from pipeline import local_runner  # imports TensorFlow, whose C++ lines go to the log too
+            from pipeline.runs import local_runner  # imports TensorFlow, whose C++ lines go to the log too
 
             summary = local_runner.run(config)
     except Exception as error:  # noqa: BLE001 - shown plainly when it is the user's to fix
@@ -161,17 +161,17 @@ def _kfp(argv: Sequence[str]) -> int:
 def _schedule(argv: Sequence[str]) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning)  # kfp.Client's notice about KFP versions
     if "--local" in argv:  # runs on this machine, no Kubeflow
-        from pipeline import local_scheduler
+        from pipeline.schedule import local_scheduler
 
         return local_scheduler.main(argv)
-    from pipeline import recurring_run
+    from pipeline.schedule import recurring_run
 
     return recurring_run.main(argv)
 
 
 def _runs(argv: Sequence[str]) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning)  # google-api-core's notices about Python 3.10
-    from pipeline import run_history
+    from pipeline.runs import run_history
 
     return run_history.main(argv)
 

@@ -11,7 +11,7 @@ import os
 import re
 from typing import Any, Dict, Tuple
 
-from components.mnist_source import PACKAGE_SOURCE
+from components.data.mnist_source import PACKAGE_SOURCE
 from pipeline import beam
 
 ENV_PREFIX = "DIGITS_"
@@ -127,7 +127,7 @@ class PipelineConfig:
         "sidecar, host:port (empty = none passed).")
     beam_args: Tuple[str, ...] = _field(
         (), "Extra Apache Beam arguments appended after the preset's, as one shell-quoted string.")
-    # Kubeflow Pipelines v2 (pipeline/kubeflow_v2_runner.py, pipeline/recurring_run.py).
+    # Kubeflow Pipelines v2 (pipeline/kubeflow_v2_runner.py, pipeline/schedule/recurring_run.py).
     pipeline_image: str = _field(
         "ghcr.io/digits-ml/digits-pipeline:0.1.0", "Container image every Kubeflow task runs in (k8s/images/pipeline.Dockerfile).")
     image_source_dir: str = _field(

@@ -64,7 +64,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "digits data") -> int
     except ConfigError as error:
         print(f"{prog}: {error}", file=sys.stderr)
         return 2
-    from components.spans import SpanStore
+    from components.data.spans import SpanStore
 
     store = SpanStore(config.data_root, metadata_path=config.metadata_path)
     command = {"list": _list, "add": _add, "seal": _seal, "drop": _drop}[args.command]
@@ -80,8 +80,8 @@ def _labels(per_label: Dict[int, int]) -> str:
 
 
 def _list(store, config: PipelineConfig, args, prog: str) -> int:
-    from components import span_usage
-    from components.spans import SpanError
+    from components.data import span_usage
+    from components.data.spans import SpanError
 
     print(f"data root: {config.data_root}   (span 0 is MNIST, the base data set: not stored here)")
     if not os.path.exists(config.metadata_path):
@@ -110,8 +110,8 @@ def _list(store, config: PipelineConfig, args, prog: str) -> int:
 
 
 def _add(store, config: PipelineConfig, args, prog: str) -> int:
-    from components import image_import
-    from components.spans import check_source
+    from components.data import image_import
+    from components.data.spans import check_source
 
     try:
         check_source(args.source)

@@ -25,7 +25,7 @@ import time
 from typing import List, Optional, Sequence
 
 from pipeline import config as config_lib
-from pipeline import console
+from pipeline.runs import console
 from pipeline.serve import LOG_ENV, waits_for_first_push
 
 STARTUP_SECONDS = 300  # TensorFlow's import and the first model load on a busy 2-core machine

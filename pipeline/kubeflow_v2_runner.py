@@ -60,7 +60,7 @@ def kfp_pipeline(config: PipelineConfig):
     """The TFX pipeline as Kubeflow runs it: create_pipeline with the image's paths."""
     from pipeline.pipeline import SourceLocations, create_pipeline
 
-    from components.infra_validator_k8s import kubernetes_serving_spec
+    from components.infra.infra_validator_k8s import kubernetes_serving_spec
 
     # In the cluster the InfraValidator serves the candidate with the real tensorflow/serving image.
     return create_pipeline(kfp_config(config),
@@ -118,7 +118,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "digits kfp") -> int:
     if config.verbose:
         paths = compile_pipeline(config, args.output_dir)
     else:
-        from pipeline import console
+        from pipeline.runs import console
 
         log_path = console.command_log_path(config.pipeline_root, "kfp")
         print(f"{prog}: the compiler's log is in {log_path} (--verbose shows it here)", file=sys.stderr, flush=True)

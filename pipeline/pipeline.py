@@ -14,29 +14,31 @@ from tfx import v1 as tfx
 from tfx.dsl.components.base import executor_spec
 from tfx.proto import infra_validator_pb2
 
-from components import mnist_source, pusher
-from components.eval_config import SourceGate, make_eval_config
-from components.evaluator import Evaluator
-from components.infra_validator import InfraValidator
-from components.example_gen import MnistExampleGen
-from components.example_validator import ExampleValidator
-from components.model import HParams
-from components.report import RunReport
-from components.schema_gen import CuratedSchemaGen
-from components.served_baseline import ServedBaseline
-from components.span_validator import SpanValidator
+from components.data import mnist_source
+from components import pusher
+from components.evaluation.eval_config import SourceGate, make_eval_config
+from components.evaluation.evaluator import Evaluator
+from components.infra.infra_validator import InfraValidator
+from components.data.example_gen import MnistExampleGen
+from components.validation.example_validator import ExampleValidator
+from components.training.model import HParams
+from components.report.report import RunReport
+from components.data.schema_gen import CuratedSchemaGen
+from components.evaluation.served_baseline import ServedBaseline
+from components.validation.span_validator import SpanValidator
 from pipeline.config import PipelineConfig
 
 _SCHEMA_PATH = ("components", "schema", "schema.pbtxt")  # in the repository
 SCHEMA_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), *_SCHEMA_PATH)
-_DATA_CODE = ("components.example_gen", "components.mnist_source", "components.features", "components.spans",
-              "components.span_files")
-_SPAN_CHECK_CODE = ("components.span_validator", "components.span_validation", "components.span_drift")
-_TRANSFORM_CODE = ("components.preprocessing", "components.features")
-_TRAINER_CODE = _TRANSFORM_CODE + ("components.model", "components.signatures", "components.serving_requests",
-                                    "components.warmup_requests")
-PREPROCESSING_FN = "components.preprocessing.preprocessing_fn"
-RUN_FN = "components.model.run_fn"
+_DATA_CODE = ("components.data.example_gen", "components.data.mnist_source", "components.data.features",
+              "components.data.spans", "components.data.span_files")
+_SPAN_CHECK_CODE = ("components.validation.span_validator", "components.validation.span_validation",
+                    "components.validation.span_drift")
+_TRANSFORM_CODE = ("components.training.preprocessing", "components.data.features")
+_TRAINER_CODE = _TRANSFORM_CODE + ("components.training.model", "components.training.signatures",
+                                    "components.infra.serving_requests", "components.training.warmup_requests")
+PREPROCESSING_FN = "components.training.preprocessing.preprocessing_fn"
+RUN_FN = "components.training.model.run_fn"
 
 
 def code_version(*modules: str) -> str:
@@ -80,7 +82,7 @@ def create_pipeline(
     """ExampleGen -> StatisticsGen -> SchemaGen -> SpanValidator, ExampleValidator -> Transform -> Trainer ->
     Evaluator (against the baseline of ``config.baseline``) -> InfraValidator -> Pusher, and the run report.
     ``infra_serving_spec``: where the InfraValidator serves the candidate; None = digits-model-server on this
-    machine (components/infra_validator.py)."""
+    machine (components/infra/infra_validator.py)."""
     example_gen = MnistExampleGen(config.data_source, config.split_limits,
                                   code_version(*_DATA_CODE), package_data_dir=sources.package_data_dir,
                                   data_root=config.data_root, span_window=config.span_window)

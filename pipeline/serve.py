@@ -109,7 +109,7 @@ class ServerLines(logging.Handler):
 
 def _serve_quietly(flags: Sequence[str], log_path: str) -> int:
     """The server with descriptors 1 and 2 on ``log_path``; ServerLines on the original stderr."""
-    from pipeline import console
+    from pipeline.runs import console
     from serving.model_servers import main as server
 
     start = os.path.getsize(log_path) if os.path.exists(log_path) else 0  # the demo's log may hold lines already
@@ -163,7 +163,7 @@ def main(argv: Sequence[str]) -> int:
         return server.main(flags)
     log_path = os.environ.get(LOG_ENV)
     if not log_path:  # under `digits demo`, the demo names its log
-        from pipeline import console
+        from pipeline.runs import console
 
         log_path = console.command_log_path(config.pipeline_root, "serve")
         print(f"digits serve: the full log is in {log_path} (--verbose shows it here)", file=sys.stderr, flush=True)

@@ -10,7 +10,7 @@ import gzip  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from components import mnist_source  # noqa: E402
+from components.data import mnist_source  # noqa: E402
 
 # The Trainer fits on 2,500 images: the first 2,000 of train and 500 of eval (also the validation set).
 SMALL_RUN = dict(train_examples=2500, eval_examples=500, test_examples=500, epochs=2, accuracy_floor=0.5)
@@ -59,7 +59,7 @@ def idx_dir(tmp_path, small_images):
 def pipeline_run(tmp_path_factory):
     """One run of the whole pipeline on a small subset with a low floor, in a temp directory."""
     from pipeline import config as config_lib
-    from pipeline import local_runner
+    from pipeline.runs import local_runner
 
     root = tmp_path_factory.mktemp("pipeline")
     config = config_lib.PipelineConfig(  # a data root of its own with no spans: MNIST only, as ever
@@ -76,9 +76,10 @@ def export_digits_model(root, package_splits, seed: int, epochs: int) -> str:
     import tensorflow_transform.beam as tft_beam
     from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils
 
-    from components import features, signatures
-    from components.model import HParams, build_model
-    from components.preprocessing import preprocessing_fn
+    from components.data import features
+    from components.training import signatures
+    from components.training.model import HParams, build_model
+    from components.training.preprocessing import preprocessing_fn
 
     feature_spec = {features.IMAGE_KEY: tf.io.FixedLenFeature([features.NUM_PIXELS], tf.int64),
                     features.LABEL_KEY: tf.io.FixedLenFeature([], tf.int64)}

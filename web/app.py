@@ -102,7 +102,7 @@ def _prepare(body: bytes, name: str) -> np.ndarray:
 
 def create_app(config: WebConfig, store=None) -> FastAPI:
     """The app for one model server and model; nothing happens until it serves. ``store``: where feedback
-    goes (a components.spans.SpanStore; by default one on ``config.data_root``, made at the first feedback)."""
+    goes (a components.data.spans.SpanStore; by default one on ``config.data_root``, made at the first feedback)."""
     app = FastAPI(title="digits", docs_url=None, redoc_url=None, openapi_url=None)
     server = ModelServer(config)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

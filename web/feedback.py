@@ -3,7 +3,7 @@
 The body is JSON ``{"image": 28 rows of 28 whole numbers 0..255, "label": 0..9, "answer": the model's digit
 or null, "model_version": its version or null}``. The page sends the predict answer's ``input``: the 28×28
 the model saw (web/app.py rounds it to whole gray levels first, so it is stored exactly, as uint8). The digit
-goes into the open span through components.spans.SpanStore, which writes a temporary file, fsyncs it and
+goes into the open span through components.data.spans.SpanStore, which writes a temporary file, fsyncs it and
 renames it. Anonymous labels are a poisoning route, so feedback can be turned off (403) or need a bearer
 token (401), and each client address may send ``feedback_per_minute`` (a token bucket; 429 with
 Retry-After). Stores run on a small thread pool of their own: a slow disk never holds up predictions.
@@ -141,7 +141,7 @@ class Feedback:
     def store(self):
         with self._store_lock:
             if self._store is None:
-                from components.spans import SpanStore  # only when feedback is used
+                from components.data.spans import SpanStore  # only when feedback is used
 
                 self._store = SpanStore(self.config.data_root)
             return self._store

@@ -10,12 +10,13 @@ RUN pip install --no-cache-dir --disable-pip-version-check -c /tmp/requirements.
     && rm /tmp/requirements.lock
 
 # What the app imports: web/, the model server's client (serving/client/), none of the server, and the
-# span store feedback is written with (components/spans.py; TensorFlow only for object stores, not here).
+# span store feedback is written with (components/data/spans.py; TensorFlow only for object stores, not here).
 WORKDIR /opt/digits
 COPY serving/__init__.py /opt/digits/serving/__init__.py
 COPY serving/client /opt/digits/serving/client
-COPY components/__init__.py components/span_checks.py components/span_files.py components/spans.py \
-     /opt/digits/components/
+COPY components/__init__.py /opt/digits/components/
+COPY components/data/__init__.py components/data/span_checks.py components/data/span_files.py components/data/spans.py \
+     /opt/digits/components/data/
 COPY web /opt/digits/web
 
 # HOME=/tmp: no home directory and a read-only root filesystem in Kubernetes, where /tmp is an emptyDir.

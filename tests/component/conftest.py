@@ -34,7 +34,7 @@ def direct(digits_export):
 
 @pytest.fixture(scope="session")
 def digits(package_splits):
-    from components.example_gen import _to_examples
+    from components.data.example_gen import _to_examples
     test = package_splits["test"]
     images, labels = test.images[:N], test.labels[:N]
     return images.reshape(N, 28, 28).astype(np.float32), labels, list(_to_examples(images, labels))

@@ -14,8 +14,8 @@ from tensorflow_metadata.proto.v0 import schema_pb2
 from tfx.types import standard_artifacts, standard_component_specs
 from tfx.utils import proto_utils
 
-from components import example_gen, mnist_source, spans
-from components.mnist_source import DataSourceError
+from components.data import example_gen, mnist_source, spans
+from components.data.mnist_source import DataSourceError
 
 
 def _run_executor(tmp_path, data_source, limits, **spans_config):
@@ -62,7 +62,7 @@ def test_a_missing_idx_directory_is_reported_before_the_run(tmp_path):
         example_gen.MnistExampleGen(str(tmp_path / "nowhere"), {})
 
 
-# ---- the sealed spans of the data root (components/spans.py) ----------------------------------------
+# ---- the sealed spans of the data root (components/data/spans.py) ----------------------------------------
 
 LIMITS = {"train": 40, "eval": 10, "test": 10}
 SPAN_SPEC = {"image": tf.io.FixedLenFeature([784], tf.int64), "label": tf.io.FixedLenFeature([], tf.int64),

@@ -1,4 +1,4 @@
-"""InfraValidator (components/infra_validator.py) with the real digits-model-server process: a real model is
+"""InfraValidator (components/infra/infra_validator.py) with the real digits-model-server process: a real model is
 blessed after canaries over gRPC and REST through every signature; a model the server refuses, or one whose
 answers differ from its own in-process outputs, is not, and the Pusher then leaves serving untouched."""
 import json
@@ -17,8 +17,9 @@ from tfx.proto import infra_validator_pb2, pusher_pb2  # noqa: E402
 from tfx.types import standard_artifacts  # noqa: E402
 from tfx.utils import proto_utils  # noqa: E402
 
-from components import infra_canaries, infra_validator, pusher  # noqa: E402
-from components.infra_local_runner import refusal_reason  # noqa: E402
+from components.infra import infra_canaries, infra_validator  # noqa: E402
+from components import pusher  # noqa: E402
+from components.infra.infra_local_runner import refusal_reason  # noqa: E402
 from tests.e2e.test_pipeline import snapshot  # noqa: E402
 
 CANARIES = 24
@@ -179,8 +180,8 @@ def test_for_the_cluster_the_candidate_is_staged_under_the_blessing_uri_and_remo
     cluster cannot read: for a Kubernetes ServingSpec it goes under the blessing's URI (the object store)."""
     from tfx.types import standard_artifacts
 
-    from components.infra_validator import CLUSTER_STAGING_DIR, Executor
-    from components.infra_validator_k8s import kubernetes_serving_spec
+    from components.infra.infra_validator import CLUSTER_STAGING_DIR, Executor
+    from components.infra.infra_validator_k8s import kubernetes_serving_spec
 
     model, blessing = standard_artifacts.Model(), standard_artifacts.InfraBlessing()
     model.uri, blessing.uri = str(tmp_path / "model"), str(tmp_path / "blessing")

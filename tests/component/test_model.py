@@ -10,9 +10,9 @@ from tensorflow.core.protobuf import saved_model_pb2
 from tfx.components.trainer import fn_args_utils
 from tfx.types import artifact_utils, standard_artifacts
 
-from components import model as model_module
-from components import signatures
-from components.example_gen import _to_examples
+from components.training import model as model_module
+from components.training import signatures
+from components.data.example_gen import _to_examples
 
 N = 200
 

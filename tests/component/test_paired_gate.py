@@ -8,9 +8,9 @@ import pytest
 import tensorflow as tf
 from tfx.types import artifact_utils, standard_artifacts
 
-from components.eval_config import SourceGate
-from components.evaluator import paired_judgement, withhold_blessing
-from components.report import predict_split
+from components.evaluation.eval_config import SourceGate
+from components.evaluation.evaluator import paired_judgement, withhold_blessing
+from components.report.report import predict_split
 
 
 def _model_artifact(tmp_path, name, export_dir):

@@ -1,4 +1,4 @@
-"""components.serving_requests against a real export: every signature gets a request, and its gRPC
+"""components.infra.serving_requests against a real export: every signature gets a request, and its gRPC
 and REST forms, answered by our server's RPC bodies and REST server, agree with the signatures called
 in-process on the same digits."""
 import http.client
@@ -10,7 +10,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from components import serving_requests as sr  # noqa: E402
+from components.infra import serving_requests as sr  # noqa: E402
 from serving.grpc_api.services import Services  # noqa: E402
 from serving.rest_api.transport import RestServer  # noqa: E402
 from tests.component.conftest import serve_export  # noqa: E402
@@ -88,7 +88,7 @@ def test_warmup_file_covers_every_signature_and_replays_on_the_real_model(tmp_pa
 
     from tensorflow_serving.apis import prediction_log_pb2
 
-    from components.warmup_requests import write_warmup_requests
+    from components.training.warmup_requests import write_warmup_requests
     from serving.servables.warmup import run_warmup
 
     export = str(tmp_path / "export")

@@ -1,17 +1,17 @@
 """The per-source gate run by TFMA itself: our eval config with the source floors the Evaluator
 adds, on tf.Examples that carry both models' predictions (TFMA's model-agnostic evaluation, so no
 SavedModel is needed), then read back as the report and the summary read it; the drops are judged
-by the paired test (components/significance.py) on the same rows."""
+by the paired test (components/evaluation/significance.py) on the same rows."""
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_model_analysis as tfma
 from tfx.types import artifact_utils, standard_artifacts
 
-from components import significance, source_slices
-from components.eval_config import SourceGate, make_eval_config, with_source_thresholds
-from components.evaluator import count_sources
-from components.report import _failure_reasons
+from components.evaluation import significance, source_slices
+from components.evaluation.eval_config import SourceGate, make_eval_config, with_source_thresholds
+from components.evaluation.evaluator import count_sources
+from components.report.report import _failure_reasons
 
 GATE = SourceGate(mnist_floor=0.9, max_accuracy_drop=0.005, max_new_data_drop=0.005, min_slice_examples=50)
 

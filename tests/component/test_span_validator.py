@@ -8,9 +8,9 @@ import pytest
 import tensorflow as tf
 from tfx.types import artifact_utils, standard_artifacts
 
-from components import span_validator
-from components.example_validator import DataAnomaliesError
-from components.span_validator import CHECKS_FILE, SpanChecks, SpanValidator
+from components.validation import span_validator
+from components.validation.example_validator import DataAnomaliesError
+from components.validation.span_validator import CHECKS_FILE, SpanChecks, SpanValidator
 
 
 def _example(image, label, span, source):
@@ -95,7 +95,7 @@ def test_good_spans_pass_and_their_figures_and_drift_are_written(tmp_path, digit
 
 
 def test_examples_without_span_features_are_mnist(tmp_path, package_splits):
-    from components.example_gen import _to_examples
+    from components.data.example_gen import _to_examples
     test = package_splits["test"]
     examples = standard_artifacts.Examples()
     examples.uri = str(tmp_path / "examples")

@@ -6,9 +6,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from components.example_validator import DataAnomaliesError
-from components.spans import SpanStore
-from pipeline import local_runner
+from components.validation.example_validator import DataAnomaliesError
+from components.data.spans import SpanStore
+from pipeline.runs import local_runner
 from pipeline.config import PipelineConfig
 from tests.conftest import SMALL_RUN
 from tests.e2e.test_pipeline import mlmd_executions, snapshot

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from components import spans
-from pipeline import outcomes
+from components.data import spans
+from pipeline.runs import outcomes
 from tests.server_process import REPO, ServerProcess, stop_process, wait_for
 from tests.web.conftest import AppProcess, http_json
 

@@ -19,7 +19,7 @@ from ml_metadata.proto import metadata_store_pb2
 
 from components import pusher
 from pipeline import config as config_lib
-from pipeline import crash_cleanup, run_history, run_lock
+from pipeline.runs import crash_cleanup, run_history, run_lock
 from tests.conftest import SMALL_RUN
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

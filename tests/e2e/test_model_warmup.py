@@ -10,7 +10,7 @@ import shutil  # noqa: E402
 
 import pytest  # noqa: E402
 
-from components.warmup_requests import write_warmup_requests  # noqa: E402
+from components.training.warmup_requests import write_warmup_requests  # noqa: E402
 from tests.e2e.test_model_server import push  # noqa: E402
 from tests.server_process import ServerProcess, wait_for  # noqa: E402
 

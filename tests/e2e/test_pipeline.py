@@ -13,8 +13,8 @@ import tensorflow as tf
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from components.example_validator import DataAnomaliesError
-from pipeline import local_runner, outcomes
+from components.validation.example_validator import DataAnomaliesError
+from pipeline.runs import local_runner, outcomes
 from pipeline.config import PipelineConfig
 from tests.conftest import SMALL_RUN, make_idx_dir
 
@@ -75,7 +75,8 @@ def test_the_pushed_version_loads_and_reads_digits(pipeline_run, package_splits)
 
 
 def test_the_pushed_version_carries_warmup_requests_for_every_signature(pipeline_run):
-    """Trainer's run_fn writes TF Serving's warmup file (components/warmup_requests.py) from training digits."""
+    """Trainer's run_fn writes TF Serving's warmup file (components/training/warmup_requests.py) from
+    training digits."""
     from tensorflow_serving.apis import prediction_log_pb2
 
     config, summary = pipeline_run
@@ -254,8 +255,9 @@ def test_served_baseline_is_cached_while_nothing_new_is_served(served_baseline_r
 
 
 def test_digits_runs_lists_each_run_from_ml_metadata(pipeline_run, capsys):
-    from pipeline import cli, run_history
+    from pipeline import cli
 
+    from pipeline.runs import run_history
     config, summary = pipeline_run
     runs = run_history.history(config)
     assert [run["run_id"] for run in runs] == sorted(run["run_id"] for run in runs)  # oldest first
@@ -285,7 +287,7 @@ def test_digits_runs_lists_each_run_from_ml_metadata(pipeline_run, capsys):
 def test_a_model_the_server_refuses_is_not_pushed_and_the_summary_says_why(pipeline_run, monkeypatch):
     """A model that trains and evaluates as well as the served one but does not serve: its warmup file (which
     TFMA never reads) is not TFRecord, so the model server refuses to load it, as TF Serving does."""
-    from components import warmup_requests
+    from components.training import warmup_requests
 
     write = warmup_requests.write_warmup_requests
 

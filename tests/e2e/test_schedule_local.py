@@ -12,8 +12,8 @@ import time
 import numpy as np
 import pytest
 
-from components.spans import SpanStore
-from pipeline import run_lock
+from components.data.spans import SpanStore
+from pipeline.runs import run_lock
 from tests.conftest import SMALL_RUN
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -21,7 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # for SIGTERM (with <scratch>/stubborn it ignores it), else it ends as a pushed run.
 RUN = """
 import json, os, signal, sys, time
-from pipeline import run_lock
+from pipeline.runs import run_lock
 root, scratch = sys.argv[1], sys.argv[2]
 lock = run_lock.RunLock(root)
 lock.acquire("scheduled test run")

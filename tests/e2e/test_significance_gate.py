@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from pipeline import local_runner
+from pipeline.runs import local_runner
 from pipeline.config import PipelineConfig
 from tests.conftest import SMALL_RUN
 from tests.e2e.test_pipeline import snapshot

@@ -71,28 +71,35 @@ def test_dockerignore_keeps_outputs_out_and_sources_in():
 
 
 def _components_used() -> list:
-    """components/__init__.py and every components/ module web/ imports (anywhere), directly or through
-    another's module-level imports (the store's lazy ones, ML Metadata for `digits data drop`, are not the app's)."""
+    """Every components/ module web/ imports (anywhere), directly or through another's module-level imports
+    (the store's lazy ones, ML Metadata for `digits data drop`, are not the app's), with the __init__.py of
+    each package on the way (components/, components/data/)."""
     import ast
+
+    def files(dotted: str) -> list:
+        """The files importing ``dotted`` runs: each enclosing package's __init__.py, then the module."""
+        parts, result = dotted.split("."), []
+        for i in range(1, len(parts) + 1):
+            base = REPO.joinpath(*parts[:i])
+            result.append(base / "__init__.py" if (base / "__init__.py").exists() else base.with_suffix(".py"))
+        return [p for p in result if p.exists()]
 
     found, todo = set(), list((REPO / "web").glob("*.py"))
     while todo:
         path = todo.pop()
         tree = ast.parse(path.read_text())
         for node in (ast.walk(tree) if path.parent.name == "web" else tree.body):
-            names = []
-            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module == "components":
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("components."):
-                names = [node.module.split(".")[1]]
+            modules = []
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "components":
+                modules = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
             elif isinstance(node, ast.Import):
-                names = [a.name.split(".")[1] for a in node.names if a.name.startswith("components.")]
-            for name in names:
-                path = REPO / "components" / f"{name}.py"
-                if path.exists() and path not in found:
-                    found.add(path)
-                    todo.append(path)
-    return sorted(found | {REPO / "components" / "__init__.py"})
+                modules = [a.name for a in node.names if a.name.split(".")[0] == "components"]
+            for module in modules:
+                for used in files(module):
+                    if used not in found:
+                        found.add(used)
+                        todo.append(used)
+    return sorted(found)
 
 
 SPAN_STORE = _components_used()
@@ -141,11 +148,14 @@ def test_web_image_installs_what_the_app_imports_at_the_locked_versions():
     assert imported <= provided, f"web.Dockerfile does not install {sorted(imported - provided)}"
     copies = [t for k, t in steps if k == "COPY"]
     assert copies[0] == "requirements.lock /tmp/requirements.lock"
-    store = " ".join(str(p.relative_to(REPO)) for p in SPAN_STORE) + " /opt/digits/components/"
+    folders = sorted({p.parent for p in SPAN_STORE})  # one COPY per folder: COPY puts its sources side by side
+    store = {" ".join([*(str(p.relative_to(REPO)) for p in SPAN_STORE if p.parent == folder),
+                       f"/opt/digits/{folder.relative_to(REPO)}/"]) for folder in folders}
     assert {"serving/__init__.py /opt/digits/serving/__init__.py", "serving/client /opt/digits/serving/client",
-            store, "web /opt/digits/web"} == {" ".join(c.split()) for c in copies[1:]}, \
+            *store, "web /opt/digits/web"} == {" ".join(c.split()) for c in copies[1:]}, \
         "the app, the client, the span store (what web/ imports from components/), not the server"
-    assert REPO / "components" / "spans.py" in SPAN_STORE
+    assert REPO / "components" / "data" / "spans.py" in SPAN_STORE
+    assert REPO / "components" / "__init__.py" in SPAN_STORE and REPO / "components" / "data" / "__init__.py" in SPAN_STORE
     (workdir,) = [t for k, t in steps if k == "WORKDIR"]
     assert workdir == "/opt/digits"
     env = dict(item.split("=", 1) for k, t in steps if k == "ENV" for item in shlex.split(t))

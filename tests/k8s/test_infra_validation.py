@@ -1,4 +1,4 @@
-"""InfraValidator's serving pod (components/infra_validator_pod.py), validated offline as the other
+"""InfraValidator's serving pod (components/infra/infra_validator_pod.py), validated offline as the other
 manifests are: kubernetes-validate --strict, checkov with k8s/.checkov.yaml (beside the NetworkPolicy
 that admits the pipeline to it, as in the cluster), and the Pod Security `restricted` rules the `digits`
 namespace enforces, checked one by one (and shown to refuse TFX's own KubernetesRunner pod). Also the
@@ -11,7 +11,7 @@ import re
 import pytest
 import yaml
 
-from components import infra_validator_pod as pod_lib
+from components.infra import infra_validator_pod as pod_lib
 from tests.k8s.conftest import K8S, run, tool
 from tests.k8s.test_validators import kubernetes_version  # noqa: F401 (the fixture)
 
@@ -196,7 +196,7 @@ def test_the_pipeline_account_may_run_serving_pods_in_its_namespace_only(builds)
 
 
 def test_kubeflow_runs_take_the_account_the_role_is_bound_to(builds):
-    from pipeline import recurring_run
+    from pipeline.schedule import recurring_run
 
     (subject,) = builds["prod"].get("RoleBinding", "digits-infra-validator")["subjects"]
     assert subject["name"] == recurring_run.SERVICE_ACCOUNT

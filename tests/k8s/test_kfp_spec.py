@@ -18,8 +18,8 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 from tfx.dsl.components.base import executor_spec
 from tfx.dsl.components.common import resolver
 
-from components import example_gen
-from components.served_baseline import ServedBaseline
+from components.data import example_gen
+from components.evaluation.served_baseline import ServedBaseline
 from pipeline import kubeflow_v2_runner
 from pipeline.config import PipelineConfig
 from tests.quiet_output import clean_env, noise_lines
@@ -158,8 +158,9 @@ def test_served_baseline_is_a_container_task_reading_the_kfp_serving_dir(served)
     container = served.container("served_model_baseline")
     assert container["image"] == served.config.pipeline_image
     assert container["command"] == ["python", "-m", "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"]
-    assert container["args"][:2] == ["--executor_class_path", "components.served_baseline.Executor"]
-    assert served.container("Evaluator")["args"][:2] == ["--executor_class_path", "components.evaluator.Executor"]
+    assert container["args"][:2] == ["--executor_class_path", "components.evaluation.served_baseline.Executor"]
+    assert served.container("Evaluator")["args"][:2] == ["--executor_class_path",
+                                                         "components.evaluation.evaluator.Executor"]
     # Its output depends on the serving directory, which Kubeflow's cache key does not see: never cached,
     # as ExampleGen (the spans of the data root), while every other task keeps the pipeline's caching.
     assert task["cachingOptions"] == {"enableCache": False}
@@ -312,7 +313,7 @@ def test_cli_verbose_shows_the_compilers_output(tmp_path):
 
 
 def test_in_the_cluster_the_infra_validator_serves_with_the_real_tensorflow_serving_image(compiled):
-    from components.infra_validator_k8s import TF_SERVING_IMAGE
+    from components.infra.infra_validator_k8s import TF_SERVING_IMAGE
 
     spec = json.loads(compiled.tasks["InfraValidator"]["inputs"]["parameters"]["serving_spec"]["runtimeValue"]["constant"])
     assert spec["tensorflow_serving"]["image_name"] == TF_SERVING_IMAGE and spec["tensorflow_serving"]["tags"]

@@ -282,7 +282,7 @@ def test_scheduled_runs_push_where_tf_serving_reads(builds):
 
 
 def test_quiet_nights_succeed_and_bad_data_fails_the_job_without_retries(builds):
-    from pipeline import outcomes
+    from pipeline.runs import outcomes
     job = builds["local"].get("CronJob", "digits-pipeline")["spec"]["jobTemplate"]["spec"]
     assert job["template"]["spec"]["restartPolicy"] == "Never"  # podFailurePolicy needs it
     (fail,) = [r for r in job["podFailurePolicy"]["rules"] if r["action"] == "FailJob"]

@@ -12,7 +12,7 @@ import urllib.parse
 import kfp
 import pytest
 
-from pipeline import recurring_run
+from pipeline.schedule import recurring_run
 
 SPEC = {
     "pipelineInfo": {"name": "digits"},

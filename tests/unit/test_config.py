@@ -236,9 +236,9 @@ def test_train_examples_counts_every_image_trained_on(flags, limits, described):
 
 
 def test_example_gen_gets_the_split_limits_and_the_summary_shows_the_training_set():
-    from components.example_gen import _limits
+    from components.data.example_gen import _limits
     from pipeline.pipeline import create_pipeline
-    from pipeline.run_summary import RunSummary
+    from pipeline.runs.run_summary import RunSummary
 
     config = PipelineConfig(train_examples=6000)
     example_gen = next(c for c in create_pipeline(config).components if c.id == "MnistExampleGen")
@@ -249,7 +249,7 @@ def test_example_gen_gets_the_split_limits_and_the_summary_shows_the_training_se
 
 
 def test_example_gen_gets_the_data_root_made_absolute_and_the_span_window():
-    from components.example_gen import _config
+    from components.data.example_gen import _config
     from pipeline.pipeline import create_pipeline
 
     for data_root, expected in (("my-data", os.path.abspath("my-data")), ("gs://bucket/data", "gs://bucket/data")):

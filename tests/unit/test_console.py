@@ -6,9 +6,10 @@ import subprocess
 import sys
 
 from pipeline import config as config_lib  # noqa: F401 - config_flags is imported through config
-from pipeline import config_flags, console
+from pipeline import config_flags
 
 
+from pipeline.runs import console
 def test_component_line_names_the_event_and_the_time():
     assert console.component_line("Trainer", "started") == "  started  Trainer"
     assert console.component_line("Trainer", "finished", 12.34) == "  finished " + "Trainer".ljust(32) + "   12.3 s"

@@ -14,7 +14,7 @@ from ml_metadata.proto import metadata_store_pb2
 
 from components import pusher
 from pipeline import config as config_lib
-from pipeline import crash_cleanup, outcomes, run_lock
+from pipeline.runs import crash_cleanup, outcomes, run_lock
 
 State = metadata_store_pb2.Execution
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from components.spans import SpanStore
+from components.data.spans import SpanStore
 from pipeline import cli
 
 

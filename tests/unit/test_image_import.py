@@ -1,10 +1,10 @@
-"""Labelled digits from files (components/image_import.py): label folders and IDX pairs, with rejects."""
+"""Labelled digits from files (components/data/image_import.py): label folders and IDX pairs, with rejects."""
 import numpy as np
 import pytest
 from PIL import Image
 
-from components.image_import import import_path
-from components.mnist_source import DataSourceError
+from components.data.image_import import import_path
+from components.data.mnist_source import DataSourceError
 from serving.client.mnist_image import to_mnist
 from tests.conftest import make_idx_dir, write_idx
 

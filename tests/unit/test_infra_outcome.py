@@ -4,8 +4,9 @@ import os
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 
-from pipeline import cli, config as config_lib, outcomes  # noqa: E402
-from pipeline.run_summary import ComponentRun, RunSummary  # noqa: E402
+from pipeline import cli, config as config_lib  # noqa: E402
+from pipeline.runs import outcomes  # noqa: E402
+from pipeline.runs.run_summary import ComponentRun, RunSummary  # noqa: E402
 
 REFUSED = ("the model server refused the model (exit code 1): NOT_FOUND: MetaGraphDef associated with tags 'serve' "
            "could not be found in SavedModel")
@@ -21,7 +22,7 @@ def summary(config, infra):
 def test_a_model_that_does_not_serve_is_not_servable_exit_4_with_the_reason(tmp_path, monkeypatch, capsys):
     config = config_lib.PipelineConfig(pipeline_root=str(tmp_path / "p"), serving_dir=str(tmp_path / "s"))
     monkeypatch.setattr(config_lib, "from_sources", lambda argv: config)
-    from pipeline import local_runner
+    from pipeline.runs import local_runner
     infra = {"blessed": False, "reason": REFUSED, "canary_calls": 0}
     monkeypatch.setattr(local_runner, "run", lambda c: summary(c, infra))
     assert cli.main(["run"]) == 4

@@ -1,4 +1,4 @@
-"""InfraValidator's cluster runner (components/infra_validator_k8s.py) against a recording stand-in for
+"""InfraValidator's cluster runner (components/infra/infra_validator_k8s.py) against a recording stand-in for
 the Kubernetes API: where it finds its own pod (KFP v1, KFP v2, the downward API, the service
 account's namespace file), the pod it creates, how the serving pod reaches the candidate (object
 store, or the claim it is on), and TFX's runner life cycle (start, wait, endpoints, logs, stop)."""
@@ -11,8 +11,8 @@ from tfx.components.infra_validator import error_types, serving_bins
 from tfx.components.infra_validator.model_server_runners import kubernetes_runner
 from tfx.proto import infra_validator_pb2
 
-from components import infra_validator_k8s as k8s
-from components import infra_validator_pod as pod_lib
+from components.infra import infra_validator_k8s as k8s
+from components.infra import infra_validator_pod as pod_lib
 
 GS_MODEL = "gs://digits-ml/pipeline/InfraValidator/blessing/7/candidate/mnist/1712345678"
 KFP_V2 = {"KFP_POD_NAME": "digits-xyz-system-container-impl-123", "KFP_POD_UID": "3f1c-uid"}

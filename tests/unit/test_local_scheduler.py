@@ -1,4 +1,4 @@
-"""digits schedule --local's rule (pipeline/local_scheduler.decide, a pure function) and one scheduler
+"""digits schedule --local's rule (pipeline/schedule/local_scheduler.decide, a pure function) and one scheduler
 step on a fake clock with small real run commands: seal, run, one line per outcome, crashes survived."""
 import datetime
 import io
@@ -10,8 +10,9 @@ import time
 import numpy as np
 import pytest
 
-from components.spans import SpanStore
-from pipeline import local_scheduler, run_lock, run_outcome
+from components.data.spans import SpanStore
+from pipeline.schedule import local_scheduler
+from pipeline.runs import run_lock, run_outcome
 from pipeline.config import PipelineConfig
 
 UTC = datetime.timezone.utc

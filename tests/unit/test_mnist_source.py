@@ -4,8 +4,8 @@ import os
 import numpy as np
 import pytest
 
-from components import mnist_source
-from components.mnist_source import DataSourceError
+from components.data import mnist_source
+from components.data.mnist_source import DataSourceError
 from tests.conftest import make_idx_dir, write_idx
 
 

@@ -11,7 +11,8 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tensorflow_serving.apis import prediction_log_pb2  # noqa: E402
 
-from components import serving_requests, warmup_requests  # noqa: E402
+from components.infra import serving_requests  # noqa: E402
+from components.training import warmup_requests  # noqa: E402
 from serving.core.versions import VersionManager  # noqa: E402
 from serving.errors import ServingError  # noqa: E402
 from serving.model_servers import metrics as metrics_lib  # noqa: E402

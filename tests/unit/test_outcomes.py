@@ -1,4 +1,4 @@
-"""The outcome table of `digits run` (pipeline/outcomes.py): each outcome's exit code and summary.json."""
+"""The outcome table of `digits run` (pipeline/runs/outcomes.py): each outcome's exit code and summary.json."""
 import json
 import os
 import re
@@ -7,9 +7,10 @@ import pytest
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 
-from components.example_validator import DataAnomaliesError  # noqa: E402
-from pipeline import cli, config as config_lib, outcomes  # noqa: E402
-from pipeline.run_summary import ComponentRun, RunSummary  # noqa: E402
+from components.validation.example_validator import DataAnomaliesError  # noqa: E402
+from pipeline import cli, config as config_lib  # noqa: E402
+from pipeline.runs import outcomes  # noqa: E402
+from pipeline.runs.run_summary import ComponentRun, RunSummary  # noqa: E402
 
 
 def summary(config, *, blessed, pushed, pushed_new):
@@ -31,7 +32,7 @@ def test_a_completed_run_exits_0_and_summary_json_says_which_outcome(tmp_path, m
                                                                       pushed_new, outcome, line):
     config = config_lib.PipelineConfig(pipeline_root=str(tmp_path / "p"), serving_dir=str(tmp_path / "s"))
     monkeypatch.setattr(config_lib, "from_sources", lambda argv: config)
-    from pipeline import local_runner
+    from pipeline.runs import local_runner
     monkeypatch.setattr(local_runner, "run", lambda c: summary(c, blessed=blessed, pushed=pushed,
                                                                 pushed_new=pushed_new))
     assert cli.main(["run"]) == 0
@@ -48,7 +49,7 @@ def test_a_completed_run_exits_0_and_summary_json_says_which_outcome(tmp_path, m
 def test_data_that_breaks_the_schema_has_its_own_exit_code(tmp_path, monkeypatch, capsys):
     config = config_lib.PipelineConfig(pipeline_root=str(tmp_path / "p"), serving_dir=str(tmp_path / "s"))
     monkeypatch.setattr(config_lib, "from_sources", lambda argv: config)
-    from pipeline import local_runner
+    from pipeline.runs import local_runner
 
     def stopped(c):
         try:

@@ -4,8 +4,8 @@ import tensorflow as tf
 import tensorflow_transform.beam as tft_beam
 from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
-from components import features
-from components.preprocessing import normalize_images, preprocessing_fn
+from components.data import features
+from components.training.preprocessing import normalize_images, preprocessing_fn
 
 
 def _images(package_splits, n=256):

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from components import features, report_figures, report_html, report_inputs
-from pipeline.run_summary import ComponentRun
+from components.data import features
+from components.report import report_figures, report_html, report_inputs
+from pipeline.runs.run_summary import ComponentRun
 
 
 def _verdict():
@@ -167,7 +168,7 @@ def test_spans_and_sources_have_their_sections():
 
 
 def test_with_a_paired_test_the_page_shows_it_per_slice_and_says_what_decided():
-    from components.significance import judge
+    from components.evaluation.significance import judge
 
     candidate, baseline = np.ones(500, bool), np.ones(500, bool)
     candidate[:40] = False  # 40 lost, none gained: a significant drop

@@ -1,6 +1,6 @@
-"""digits runs' table (pipeline/run_history.py) from run records; the records themselves come from a real
+"""digits runs' table (pipeline/runs/run_history.py) from run records; the records themselves come from a real
 ML Metadata store in tests/e2e/test_pipeline.py::test_digits_runs_lists_each_run_from_ml_metadata."""
-from pipeline import run_history
+from pipeline.runs import run_history
 
 
 def record(**changes):

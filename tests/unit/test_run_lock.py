@@ -1,4 +1,4 @@
-"""The run lock (pipeline/run_lock.py): one pipeline run per pipeline root, a record naming the holder,
+"""The run lock (pipeline/runs/run_lock.py): one pipeline run per pipeline root, a record naming the holder,
 and no way for a dead run to hold it forever."""
 import os
 import signal
@@ -8,13 +8,13 @@ import time
 
 import pytest
 
-from pipeline import run_lock
+from pipeline.runs import run_lock
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # A run that takes the lock, says so, and waits to be stopped.
 HOLDER = """
 import os, sys, time
-from pipeline import run_lock
+from pipeline.runs import run_lock
 lock = run_lock.RunLock(sys.argv[1])
 lock.acquire("digits run --epochs 1")
 with lock.released_on_sigterm():

@@ -4,7 +4,7 @@ import os
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 
 from pipeline.config import PipelineConfig  # noqa: E402
-from pipeline.run_summary import RunSummary  # noqa: E402
+from pipeline.runs.run_summary import RunSummary  # noqa: E402
 
 
 def _summary(span_checks, sources, **config):
@@ -37,7 +37,7 @@ def test_a_run_without_spans_or_source_slices_adds_no_lines():
 def test_the_paired_test_gets_a_line_per_gated_slice_with_its_p_value():
     import numpy as np
 
-    from components.significance import judge
+    from components.evaluation.significance import judge
 
     candidate, baseline = np.ones(1000, bool), np.ones(1000, bool)
     candidate[:9], baseline[9:14] = False, False  # 9 lost, 5 gained: a 0.4-point drop within noise

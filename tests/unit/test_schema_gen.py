@@ -1,5 +1,5 @@
 """The curated schema's contents key ImportSchemaGen's cache, not just its path."""
-from components.schema_gen import SCHEMA_SHA256_KEY, CuratedSchemaGen, file_sha256
+from components.data.schema_gen import SCHEMA_SHA256_KEY, CuratedSchemaGen, file_sha256
 from pipeline.config import PipelineConfig
 from pipeline.pipeline import SCHEMA_FILE, create_pipeline
 

@@ -6,7 +6,7 @@ import pytest
 from tfx.types import standard_artifacts, standard_component_specs
 from tfx.utils import path_utils
 
-from components import evaluator, served_baseline
+from components.evaluation import evaluator, served_baseline
 
 
 def _version(model_dir, name, payload):

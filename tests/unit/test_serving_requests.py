@@ -1,4 +1,4 @@
-"""components.serving_requests without a model: requests for each kind of signature, their REST twins,
+"""components.infra.serving_requests without a model: requests for each kind of signature, their REST twins,
 and clear errors for what it cannot feed."""
 import base64
 import json
@@ -11,7 +11,7 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tensorflow.core.example import example_pb2  # noqa: E402
 
-from components import serving_requests as sr  # noqa: E402
+from components.infra import serving_requests as sr  # noqa: E402
 
 SIGNATURES = {
     "serving_default": sr.SignatureInputs(sr.PREDICT_METHOD_NAME, {"images": ("DT_FLOAT", (-1, 28, 28))}),

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from components import significance
-from components.significance import compare, gated_slices, judge, mcnemar_p_worse, p_worse
+from components.evaluation import significance
+from components.evaluation.significance import compare, gated_slices, judge, mcnemar_p_worse, p_worse
 
 # Paired counts (b: baseline right, candidate wrong; c: the reverse) of 20 ordered pairs of five seeds of the
 # default config (128,128 units, 3 epochs, all 60,000 training images) on MNIST's 10,000 test images,
@@ -41,7 +41,7 @@ def test_a_margin_tolerates_drops_up_to_it():
 
 def test_seed_to_seed_noise_blesses_with_the_default_margin_but_not_with_plain_mcnemar():
     """Why the allowed drop is the test's margin: plain McNemar counts test-set noise only, and two seeds
-    of one config really differ on 10,000 images (see components/significance.py)."""
+    of one config really differ on 10,000 images (see components/evaluation/significance.py)."""
     alpha = 0.05
     plain = [p_worse(b, c, 10_000) for b, c in SEED_PAIRS]
     gated = [p_worse(b, c, 10_000, margin=0.005) for b, c in SEED_PAIRS]

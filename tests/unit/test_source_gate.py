@@ -1,15 +1,15 @@
 """The per-source gate's thresholds, decided from the test examples each source holds."""
 import tensorflow_model_analysis as tfma
 
-from components.eval_config import SourceGate, make_eval_config, source_slice, with_source_thresholds
-from components.source_slices import summary_lines
+from components.evaluation.eval_config import SourceGate, make_eval_config, source_slice, with_source_thresholds
+from components.evaluation.source_slices import summary_lines
 
 GATE = SourceGate(mnist_floor=0.95, max_accuracy_drop=0.005, max_new_data_drop=0.01, min_slice_examples=50)
 
 
 def _thresholds(eval_config):
     """{slice: floor or None} of the accuracy metric's per-slice thresholds (each a floor only: drops
-    against the baseline are the Evaluator's paired test, components/significance.py)."""
+    against the baseline are the Evaluator's paired test, components/evaluation/significance.py)."""
     [accuracy] = [m for spec in eval_config.metrics_specs for m in spec.metrics
                   if m.class_name == "SparseCategoricalAccuracy"]
     result = {}
@@ -61,7 +61,7 @@ def test_the_summary_has_one_line_per_source_with_its_gate():
 
 
 def test_the_report_table_has_a_row_per_source():
-    from components.source_slices import sources_html
+    from components.evaluation.source_slices import sources_html
     page = sources_html({"<i>x</i>": {"accuracy": 0.8, "baseline_accuracy": 0.9, "example_count": 1200},
                          "mnist": {"accuracy": 0.97, "baseline_accuracy": None, "example_count": 500}})
     assert page.count("<tr>") == 3 and "&lt;i&gt;x&lt;/i&gt;" in page and "<i>x" not in page

@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from components import span_drift
-from components import span_validation as span_checks
-from components.span_validation import Thresholds, summarize_images
-from components.span_validator import check_spans, failure_message, span_checks_html
+from components.validation import span_drift
+from components.validation import span_validation as span_checks
+from components.validation.span_validation import Thresholds, summarize_images
+from components.validation.span_validator import check_spans, failure_message, span_checks_html
 
 RNG = np.random.default_rng(0)
 

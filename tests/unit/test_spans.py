@@ -1,4 +1,4 @@
-"""The span store (components/spans.py): durable appends, atomic seals, splits by pixels alone."""
+"""The span store (components/data/spans.py): durable appends, atomic seals, splits by pixels alone."""
 import json
 import os
 import threading
@@ -7,8 +7,8 @@ import time
 import numpy as np
 import pytest
 
-from components import spans
-from components.spans import SpanError, SpanStore, split_of
+from components.data import spans
+from components.data.spans import SpanError, SpanStore, split_of
 
 
 def digit(seed: int) -> np.ndarray:

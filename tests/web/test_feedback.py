@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 import pytest
 
-from components.spans import SpanStore
+from components.data.spans import SpanStore
 from serving.client.mnist_image import load_bytes
 from tests.web.conftest import http_json
 from tests.web.test_api import png

@@ -1,0 +1,1 @@
+"""The run report: the RunReport component, its inputs, HTML and figures."""

@@ -1,0 +1,1 @@
+"""What Transform and Trainer run: preprocessing, the Keras model, its serving signatures and warmup requests."""

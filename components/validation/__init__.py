@@ -1,0 +1,1 @@
+"""Checks on the data before training: ExampleValidator and the per-span checks and drift of SpanValidator."""
