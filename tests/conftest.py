@@ -111,3 +111,12 @@ def digits_exports(tmp_path_factory, package_splits):
     """Two different real exports, to serve as versions 1 and 2 of one model."""
     return tuple(export_digits_model(str(tmp_path_factory.mktemp(f"export_{i}")), package_splits, seed, epochs)
                  for i, (seed, epochs) in enumerate([(0, 4), (1, 1)]))
+
+
+@pytest.fixture(scope="session")
+def drawn_digits():
+    """Digits that are not MNIST (tests/drawn_digits.py): {"fonts": (x, y), "strokes": (x, y)}, x uint8
+    [N, 28, 28] in MNIST's form, y int64 [N]; about 3 s to build."""
+    from tests import drawn_digits as drawn
+
+    return {"fonts": drawn.font_digits(), "strokes": drawn.stroke_digits()}
