@@ -20,7 +20,10 @@ GROUPS: Tuple[Tuple[str, str, Tuple[str, ...]], ...] = (
     ("data", "Which images ExampleGen reads and the Trainer fits on.",
      ("data_source", "data_root", "span_window", "train_examples", "eval_examples", "test_examples", "train_splits")),
     ("model", "The Keras model and how it trains.",
-     ("epochs", "batch_size", "hidden_units", "learning_rate", "seed")),
+     ("epochs", "batch_size", "hidden_units", "learning_rate", "lr_schedule", "augment_shift", "architecture",
+      "seed")),
+    ("tuning", "TFX's Tuner: a search for how the model trains best, which later runs reuse.",
+     ("tune", "tune_trials")),
     ("gate", "What a model must reach on the test split to be blessed and pushed.",
      ("accuracy_floor", "max_accuracy_drop", "mnist_accuracy_floor", "max_new_data_drop", "min_slice_examples",
       "significance_level", "baseline")),
@@ -36,6 +39,11 @@ GROUPS: Tuple[Tuple[str, str, Tuple[str, ...]], ...] = (
 
 _EXPECTED = {"int": "an integer", "float": "a number", "bool": "true or false",
              "Tuple[int, ...]": "a comma-separated list of integers such as 128,128"}
+
+
+def flag_fields() -> List[dataclasses.Field]:
+    """The config fields a flag and a DIGITS_* variable set (all but bookkeeping such as ``explicit``)."""
+    return [field for field in dataclasses.fields(PipelineConfig) if field.metadata.get("flag", True)]
 
 
 def flag_name(field_name: str) -> str:
@@ -108,7 +116,7 @@ def from_flags(flags: argparse.Namespace, environ: Mapping[str, str] = os.enviro
     own such as --output-dir) already parsed the command line."""
     values: Dict[str, Any] = {}
     sources: Dict[str, str] = {}  # field -> the flag or environment variable its value came from
-    for field in dataclasses.fields(PipelineConfig):
+    for field in flag_fields():
         env_name = ENV_PREFIX + field.name.upper()
         if env_name in environ:
             sources[field.name] = env_name
@@ -118,7 +126,7 @@ def from_flags(flags: argparse.Namespace, environ: Mapping[str, str] = os.enviro
             sources[field.name] = flag_name(field.name)
             values[field.name] = _parse(field, text, sources[field.name])
     try:
-        return PipelineConfig(**values)
+        return PipelineConfig(**values, explicit=tuple(sorted(sources.items())))
     except ConfigError as error:
         raise ConfigError("; ".join(_named(problem, sources) for problem in error.problems)) from None
 

@@ -22,7 +22,9 @@ artifacts under ``kfp_pipeline_root``, pushes under ``kfp_serving_dir``, the sch
 The default baseline, ``--baseline latest-blessed``, compiles into "resolver" tasks, which Vertex AI
 Pipelines runs and the open-source Kubeflow Pipelines backend does not ("resolver not implemented
 yet"); there compile with ``--baseline serving-dir``, where an ordinary container task
-(``served_model_baseline``) reads the newest version under ``kfp_serving_dir``.
+(``served_model_baseline``) reads the newest version under ``kfp_serving_dir``. For the same reason
+a Kubeflow run does not reuse an earlier tuned result: compile with ``--tune`` to run TFX's Tuner
+before the Trainer in each run.
 """
 from __future__ import annotations
 
@@ -65,7 +67,8 @@ def kfp_pipeline(config: PipelineConfig):
     # In the cluster the InfraValidator serves the candidate with the real tensorflow/serving image.
     return create_pipeline(kfp_config(config),
                            sources=SourceLocations.in_image(config.image_source_dir, IMAGE_SITE_PACKAGES),
-                           infra_serving_spec=kubernetes_serving_spec(config.model_name))
+                           infra_serving_spec=kubernetes_serving_spec(config.model_name),
+                           reuse_tuned=False)  # a resolver task, which the open-source backend cannot run
 
 
 def compile_pipeline(config: PipelineConfig, output_dir: str = DEFAULT_OUTPUT_DIR) -> Tuple[str, str]:

@@ -21,7 +21,7 @@ from components.evaluation.evaluator import Evaluator
 from components.infra.infra_validator import InfraValidator
 from components.data.example_gen import MnistExampleGen
 from components.validation.example_validator import ExampleValidator
-from components.training.model import HParams
+from components.training.hparams import EXPLICIT_KEY, TRIALS_KEY, HParams
 from components.report.report import RunReport
 from components.data.schema_gen import CuratedSchemaGen
 from components.evaluation.served_baseline import ServedBaseline
@@ -35,10 +35,14 @@ _DATA_CODE = ("components.data.example_gen", "components.data.mnist_source", "co
 _SPAN_CHECK_CODE = ("components.validation.span_validator", "components.validation.span_validation",
                     "components.validation.span_drift")
 _TRANSFORM_CODE = ("components.training.preprocessing", "components.data.features")
-_TRAINER_CODE = _TRANSFORM_CODE + ("components.training.model", "components.training.signatures",
-                                    "components.infra.serving_requests", "components.training.warmup_requests")
+_TRAINER_CODE = _TRANSFORM_CODE + ("components.training.model", "components.training.hparams",
+                                    "components.training.augment", "components.training.signatures",
+                                    "components.infra.serving_requests", "components.training.warmup_requests",
+                                    "components.training.tuner")
 PREPROCESSING_FN = "components.training.preprocessing.preprocessing_fn"
 RUN_FN = "components.training.model.run_fn"
+TUNER_FN = "components.training.tuner.tuner_fn"
+HPARAMS_RESOLVER = "latest_hyperparameters_resolver"
 
 
 def code_version(*modules: str) -> str:
@@ -51,6 +55,14 @@ def code_version(*modules: str) -> str:
         with open(importlib.util.find_spec(module).origin, "rb") as f:
             digest.update(module.encode() + b"\0" + f.read())
     return digest.hexdigest()[:16]
+
+
+class LatestTunedStrategy(tfx.dsl.experimental.LatestArtifactStrategy):
+    """The newest tuned result; before any, an empty input (the Trainer trains on the config) where
+    LatestArtifactStrategy would fail the resolver node."""
+
+    def resolve_artifacts(self, store, input_dict):
+        return self._resolve(input_dict)
 
 
 def hparams_from(config: PipelineConfig) -> HParams:
@@ -78,11 +90,14 @@ def create_pipeline(
     metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
     sources: SourceLocations = SourceLocations(),
     infra_serving_spec: Optional[infra_validator_pb2.ServingSpec] = None,
+    reuse_tuned: bool = True,
 ) -> tfx.dsl.Pipeline:
     """ExampleGen -> StatisticsGen -> SchemaGen -> SpanValidator, ExampleValidator -> Transform -> Trainer ->
     Evaluator (against the baseline of ``config.baseline``) -> InfraValidator -> Pusher, and the run report.
     ``infra_serving_spec``: where the InfraValidator serves the candidate; None = digits-model-server on this
-    machine (components/infra/infra_validator.py)."""
+    machine (components/infra/infra_validator.py). With ``config.tune``, TFX's Tuner runs before the Trainer and
+    feeds it its best hyper-parameters; without, ``reuse_tuned`` has a resolver feed it the newest tuned result in ML
+    Metadata, if any (Kubeflow's compile passes False: its open-source backend runs no resolver tasks)."""
     example_gen = MnistExampleGen(config.data_source, config.split_limits,
                                   code_version(*_DATA_CODE), package_data_dir=sources.package_data_dir,
                                   data_root=config.data_root, span_window=config.span_window)
@@ -113,14 +128,35 @@ def create_pipeline(
     transform.add_upstream_node(validator)  # anomalies stop the run before Transform
     transform.add_upstream_node(span_validator)
 
+    trainer_config = {**dataclasses.asdict(hparams_from(config)), "code_version": code_version(*_TRAINER_CODE),
+                      EXPLICIT_KEY: {name: source for name, source in config.explicit_sources.items()
+                                     if name in HParams.__dataclass_fields__}}
+    tuning: List = []
+    if config.tune:  # on train with eval held out, never test (components/training/tuner.py)
+        tuning = [tfx.components.Tuner(
+            tuner_fn=TUNER_FN, examples=examples, transform_graph=transform.outputs["transform_graph"],
+            schema=schema_gen.outputs["schema"], train_args=tfx.proto.TrainArgs(splits=["train"]),
+            eval_args=tfx.proto.EvalArgs(splits=["eval"]),
+            custom_config={**trainer_config, TRIALS_KEY: config.tune_trials})]
+        hyperparameters = tuning[0].outputs["best_hyperparameters"]
+    elif reuse_tuned:
+        tuning = [tfx.dsl.Resolver(
+            strategy_class=LatestTunedStrategy,
+            hyperparameters=tfx.dsl.Channel(type=tfx.types.standard_artifacts.HyperParameters),
+        ).with_id(HPARAMS_RESOLVER)]
+        hyperparameters = tuning[0].outputs["hyperparameters"]
+    else:
+        hyperparameters = None
+
     trainer = tfx.components.Trainer(
         run_fn=RUN_FN,
+        hyperparameters=hyperparameters,
         examples=examples,
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
         train_args=tfx.proto.TrainArgs(splits=list(config.train_split_names)),
         eval_args=tfx.proto.EvalArgs(splits=["eval"]),
-        custom_config={**dataclasses.asdict(hparams_from(config)), "code_version": code_version(*_TRAINER_CODE)},
+        custom_config=trainer_config,
     )
 
     if config.baseline == "serving-dir":
@@ -169,7 +205,7 @@ def create_pipeline(
                        span_checks=span_validator.outputs["span_checks"],
                        run_info=json.dumps(run_info, sort_keys=True, default=str))
 
-    components: List = [example_gen, statistics_gen, schema_gen, span_validator, validator, transform, trainer,
+    components: List = [example_gen, statistics_gen, schema_gen, span_validator, validator, transform, *tuning, trainer,
                         baseline, evaluator, infra, push, report]
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,

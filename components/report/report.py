@@ -152,6 +152,9 @@ def RunReport(
     The run id is not a parameter: Kubeflow's v2 compiler takes no runtime placeholder as one, so
     `digits run` writes it into its copy of the report (see report_html.with_component_times)."""
     info = json.loads(run_info)
+    used = report_inputs.training_hparams(model_run.uri)  # what the Trainer used: tuned values included
+    if used:
+        info.update({name: f"{value['value']} ({value['source']})" for name, value in used.items()})
     verdict = evaluator_verdict(evaluation.uri)
     figures = summarize(predict_split(model.uri, examples, split))
     sizes = report_inputs.split_sizes(statistics)
@@ -180,5 +183,6 @@ def RunReport(
         "thresholds": {"floor": comparison["floor"], "max_drop": comparison["max_drop"],
                        "decided_by": comparison["decided_by"]},
         "written": written,
+        "hparams": used,
     }
     io_utils.write_string_file(os.path.join(report.uri, SUMMARY_FILE), json.dumps(summary, indent=2))

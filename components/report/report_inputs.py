@@ -17,13 +17,23 @@ from tfx.types import artifact_utils
 
 from components.evaluation.eval_config import ACCURACY_METRIC
 from components.data.features import LABEL_KEY
-from components.training.model import HISTORY_FILE
+from components.training.model import HISTORY_FILE, HPARAMS_FILE
 from components.pusher import NEW_VERSION_PROPERTY
 
 
 def training_history(model_run_uri: str) -> Optional[Dict[str, Any]]:
     """The Trainer's Keras History (``{"epoch": [...], "history": {name: [...]}}``), or None if absent."""
     path = os.path.join(model_run_uri, HISTORY_FILE)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        return json.load(f)
+
+
+def training_hparams(model_run_uri: str) -> Optional[Dict[str, Any]]:
+    """The Trainer's hparams.json: {field: {"value", "source"}} (default, tuned, config, or the flag or
+    variable that set it), or None for a model trained before it was written."""
+    path = os.path.join(model_run_uri, HPARAMS_FILE)
     if not tf.io.gfile.exists(path):
         return None
     with tf.io.gfile.GFile(path) as f:

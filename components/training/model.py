@@ -1,15 +1,15 @@
-"""Trainer's ``run_fn``: the seed tutorial's MLP, trained on Transform's output and exported with
+"""Trainer's ``run_fn``: the seed tutorial's MLP (or a small CNN), trained on Transform's output and exported with
 every serving signature of ARCHITECTURE.md.
 
 Hyper-parameters come from the Trainer's ``custom_config`` (filled from ``PipelineConfig``), so the
-seed's values are defaults, not constants.
+seed's values are defaults, not constants; a tuned result (tuner.py) overrides those the user did not
+set explicitly (hparams.resolve). ``fit`` is the training both share.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
-from typing import Any, Dict, Tuple
+from typing import Tuple
 
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -18,49 +18,52 @@ from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
 from components.data import features
-from components.training import signatures
+from components.training import augment, signatures
+from components.training.hparams import ARCHITECTURES, HParams, describe, resolve
 from pipeline.runs import console
 
 # Rows parsed and transformed per step before the data is cached in memory: parsing 784-value
 # examples one small batch at a time costs more than training on them.
 _PARSE_BATCH = 1024
 HISTORY_FILE = "history.json"  # in the Trainer's ModelRun: the Keras History, for the run report
+HPARAMS_FILE = "hparams.json"  # beside it: each hyper-parameter's value and where it came from
 
 
-@dataclasses.dataclass(frozen=True)
-class HParams:
-    epochs: int = 3
-    batch_size: int = 32
-    hidden_units: Tuple[int, ...] = (128, 128)
-    learning_rate: float = 0.001
-    seed: int = 42
-
-    @classmethod
-    def from_custom_config(cls, custom_config: Dict[str, Any] | None) -> "HParams":
-        known = {field.name for field in dataclasses.fields(cls)}
-        values = {k: v for k, v in (custom_config or {}).items() if k in known}
-        if "hidden_units" in values:
-            values["hidden_units"] = tuple(values["hidden_units"])
-        return cls(**values)
-
-
-def build_model(hparams: HParams) -> tf.keras.Model:
-    """Flatten -> Dense(relu) x N -> Dense(10, softmax), compiled as the seed compiles it."""
-    model = tf.keras.Sequential(name="digits_mlp")
-    model.add(tf.keras.layers.Flatten(input_shape=(features.IMAGE_SIZE, features.IMAGE_SIZE)))
+def _layers(hparams: HParams):
+    """The seed's Flatten -> Dense(relu) x N, or two conv blocks before the same dense layers."""
+    shape = (features.IMAGE_SIZE, features.IMAGE_SIZE)
+    if hparams.architecture == "cnn":
+        yield tf.keras.layers.Reshape(shape + (1,), input_shape=shape)
+        for filters in (32, 64):
+            yield tf.keras.layers.Conv2D(filters, 3, activation=tf.nn.relu)
+            yield tf.keras.layers.MaxPooling2D()
+        yield tf.keras.layers.Flatten()
+    elif hparams.architecture == "mlp":
+        yield tf.keras.layers.Flatten(input_shape=shape)
+    else:
+        raise ValueError(f"architecture must be one of {', '.join(ARCHITECTURES)}, got {hparams.architecture!r}")
     for units in hparams.hidden_units:
-        model.add(tf.keras.layers.Dense(units, activation=tf.nn.relu))
-    model.add(tf.keras.layers.Dense(features.NUM_CLASSES, activation=tf.nn.softmax))
+        yield tf.keras.layers.Dense(units, activation=tf.nn.relu)
+    yield tf.keras.layers.Dense(features.NUM_CLASSES, activation=tf.nn.softmax)
+
+
+def build_model(hparams: HParams, steps: int = 0) -> tf.keras.Model:
+    """The network of ``hparams.architecture``, compiled as the seed compiles it but for the rate:
+    with ``lr_schedule`` cosine it decays over ``steps`` (all training steps; 0 = constant)."""
+    model = tf.keras.Sequential(list(_layers(hparams)), name=f"digits_{hparams.architecture}")
+    rate = hparams.learning_rate
+    if hparams.lr_schedule == "cosine" and steps > 0:
+        rate = tf.keras.optimizers.schedules.CosineDecay(hparams.learning_rate, decay_steps=steps)
     model.compile(
-        optimizer=tf.keras.optimizers.Adam(learning_rate=hparams.learning_rate),
+        optimizer=tf.keras.optimizers.Adam(learning_rate=rate),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
     return model
 
 
-def _dataset(fn_args, files, tf_transform_output, hparams: HParams, training: bool) -> tf.data.Dataset:
-    """Raw examples -> transform graph -> (image_xf, label) batches, cached after the first pass."""
+def _examples(fn_args, files, tf_transform_output) -> tf.data.Dataset:
+    """Raw examples -> transform graph -> (image_xf, label) pairs, cached after the first pass."""
     raw = fn_args.data_accessor.tf_dataset_factory(
         files,
         tfxio.TensorFlowDatasetOptions(batch_size=_PARSE_BATCH, shuffle=False, num_epochs=1),
@@ -73,10 +76,23 @@ def _dataset(fn_args, files, tf_transform_output, hparams: HParams, training: bo
         transformed = transform_layer(batch)
         return transformed[image_key], transformed[features.LABEL_KEY]
 
-    dataset = raw.map(transform, num_parallel_calls=tf.data.AUTOTUNE).unbatch().cache()
-    if training:
-        dataset = dataset.shuffle(60_000, seed=hparams.seed, reshuffle_each_iteration=True)
-    return dataset.batch(hparams.batch_size).prefetch(tf.data.AUTOTUNE)
+    return raw.map(transform, num_parallel_calls=tf.data.AUTOTUNE).unbatch().cache()
+
+
+def training_batches(examples: tf.data.Dataset, hparams: HParams) -> Tuple[tf.data.Dataset, int]:
+    """Endless shuffled, shifted batches and the steps that make one epoch. Endless, so each batch
+    has its own index for a reproducible shift (augment.shifted); Keras cuts epochs by steps."""
+    count = int(examples.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1))
+    if count == 0:
+        raise ValueError("the Trainer's training splits hold no examples; check --train-splits and --train-examples")
+    batches = (examples.shuffle(count, seed=hparams.seed, reshuffle_each_iteration=True)
+               .batch(hparams.batch_size).repeat())
+    batches = augment.shifted(batches, hparams.augment_shift, hparams.seed)
+    return batches.prefetch(tf.data.AUTOTUNE), -(-count // hparams.batch_size)
+
+
+def validation_batches(examples: tf.data.Dataset, hparams: HParams) -> tf.data.Dataset:
+    return examples.batch(hparams.batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 def _warmup_images(fn_args, tf_transform_output):
@@ -129,34 +145,50 @@ def write_history(history: tf.keras.callbacks.History, model_run_dir: str) -> No
         f.write(json.dumps(record, indent=1))
 
 
-def run_fn(fn_args: tfx.components.FnArgs) -> None:
-    """Trains the seed's model, deterministically for a given config, and exports it for serving."""
-    hparams = HParams.from_custom_config(fn_args.custom_config)
-    logging.info("Trainer hyper-parameters: %s", hparams)
+def fit(hparams: HParams, train_examples: tf.data.Dataset, eval_examples=None, callbacks=()):
+    """Seeds, builds and fits the network of ``hparams`` on (image, label) examples; the Trainer's
+    run_fn and the Tuner's trials share it, so a tuned value means what it means in training.
+    Returns the model and its Keras History (validation metrics only with ``eval_examples``)."""
     tf.keras.utils.set_random_seed(hparams.seed)
     tf.config.experimental.enable_op_determinism()
+    train, steps = training_batches(train_examples, hparams)
+    evaluation = validation_batches(eval_examples, hparams) if eval_examples is not None else None
+    model = build_model(hparams, steps=steps * hparams.epochs)
+    history = model.fit(train, epochs=hparams.epochs, steps_per_epoch=steps, validation_data=evaluation,
+                        verbose=2, callbacks=list(callbacks))
+    return model, history
+
+
+def write_hparams(origins, model_run_dir: str) -> None:
+    """The values the Trainer used and where each came from (hparams.resolve), for the run report."""
+    tf.io.gfile.makedirs(model_run_dir)
+    with tf.io.gfile.GFile(os.path.join(model_run_dir, HPARAMS_FILE), "w") as f:
+        f.write(json.dumps(origins, indent=1))
+
+
+def run_fn(fn_args: tfx.components.FnArgs) -> None:
+    """Trains the seed's model, deterministically for a given config, and exports it for serving.
+    A tuned result (the Tuner's best hyper-parameters, fn_args.hyperparameters) overrides the
+    config's values but for those the user set explicitly (hparams.resolve)."""
+    tuned = (fn_args.hyperparameters or {}).get("values")
+    hparams, origins = resolve(fn_args.custom_config, tuned)
+    logging.info("Trainer hyper-parameters: %s", describe(origins))
+    if tuned:
+        console.show(f"  Trainer hyper-parameters: {describe(origins)}")
 
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
-    train = _dataset(fn_args, fn_args.train_files, tf_transform_output, hparams, training=True)
     # Validating on examples the model trains on would only flatter it: validate on held-out data only.
     held_out = not set(fn_args.eval_files) & set(fn_args.train_files)
-    evaluation = _dataset(fn_args, fn_args.eval_files, tf_transform_output, hparams, training=False) if held_out else None
     if not held_out:
         logging.info("Trainer fits on the eval split too, so it reports no per-epoch validation; "
                      "the Evaluator's test split is the held-out measure")
-
-    model = build_model(hparams)
-    history = model.fit(
-        train,
-        epochs=hparams.epochs,
-        validation_data=evaluation,
-        verbose=2,
-        callbacks=[
-            _EpochLog(hparams.epochs),
-            tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq="epoch"),
-        ],
-    )
+    model, history = fit(
+        hparams, _examples(fn_args, fn_args.train_files, tf_transform_output),
+        _examples(fn_args, fn_args.eval_files, tf_transform_output) if held_out else None,
+        callbacks=[_EpochLog(hparams.epochs),
+                   tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq="epoch")])
     write_history(history, fn_args.model_run_dir)
+    write_hparams(origins, fn_args.model_run_dir)
     signatures.export(model, tf_transform_output, fn_args.serving_model_dir,
                       warmup_images=_warmup_images(fn_args, tf_transform_output))
     logging.info("Trainer exported the serving model to %s", os.path.abspath(fn_args.serving_model_dir))

@@ -94,6 +94,7 @@ def write(pipeline_root: str, run_id: str, outcome: str, summary=None, message: 
             "split_sizes": verdict.get("split_sizes"), "train_examples": verdict.get("train_examples"),
             # each source's test slice against the baseline, and the paired test per gated slice
             "sources": verdict.get("sources"), "significance": verdict.get("significance"),
+            "hparams": verdict.get("hparams"),  # {field: {value, source}}: default, tuned, config or a flag
             "components": {c.node_id: {"state": c.state, "seconds": round(c.seconds, 1)}
                            for c in summary.components}})
         if getattr(summary, "infra", None) is not None:

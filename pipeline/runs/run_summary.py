@@ -10,6 +10,7 @@ from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from components.pusher import NEW_VERSION_PROPERTY
+from components.training.hparams import describe as describe_hparams
 from components.report.report import REPORT_FILE, SUMMARY_FILE, HtmlReport
 from components.evaluation.significance import summary_lines as significance_lines
 from components.evaluation.source_slices import summary_lines as source_lines
@@ -49,6 +50,8 @@ class RunSummary:
         if components:
             lines += [f"  {run.node_id:<32} {run.state.lower():<9} {run.seconds:7.1f} s" for run in self.components]
         lines.append(f"trained on: {self._training_set()}")
+        if (self.verdict or {}).get("hparams"):  # the Trainer's hparams.json, via the RunReport
+            lines.append(f"hyper-parameters: {describe_hparams(self.verdict['hparams'])}")
         lines += drift_lines(self.span_checks or {})
         verdict = self.verdict
         if verdict:

@@ -119,8 +119,26 @@ def _train(pipeline_run, out_dir, **custom_config):
 
 
 def test_same_config_gives_the_same_weights(pipeline_run, tmp_path):
+    """Shuffling, the shifts of augmentation and the cosine schedule included (the defaults)."""
+    assert model_module.HParams().augment_shift > 0 and model_module.HParams().lr_schedule == "cosine"
     first = _train(pipeline_run, str(tmp_path / "a"), seed=7)
     second = _train(pipeline_run, str(tmp_path / "b"), seed=7)
     other_seed = _train(pipeline_run, str(tmp_path / "c"), seed=8)
+    unshifted = _train(pipeline_run, str(tmp_path / "d"), seed=7, augment_shift=0)
     assert all(np.array_equal(a, b) for a, b in zip(first, second))
     assert not all(np.array_equal(a, c) for a, c in zip(first, other_seed))
+    assert not all(np.array_equal(a, d) for a, d in zip(first, unshifted))
+
+
+def test_cnn_option_trains_and_exports_every_signature(pipeline_run, tmp_path):
+    weights = _train(pipeline_run, str(tmp_path / "cnn"), seed=7, architecture="cnn")
+    model = tf.keras.models.load_model(str(tmp_path / "cnn" / "serving"))
+    assert {"serving_default", "serving_examples", "classify"} <= set(model.signatures)
+    assert [w.shape for w in weights[:2]] == [(3, 3, 1, 32), (32,)]
+
+
+def test_cnn_architecture():
+    model = model_module.build_model(model_module.HParams(architecture="cnn"))
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert kinds == ["Reshape", "Conv2D", "MaxPooling2D", "Conv2D", "MaxPooling2D", "Flatten", "Dense", "Dense", "Dense"]
+    assert model.output_shape == (None, 10)

@@ -19,7 +19,8 @@ from pipeline.config import PipelineConfig
 from tests.conftest import SMALL_RUN, make_idx_dir
 
 COMPONENTS = {"ImportSchemaGen", "MnistExampleGen", "StatisticsGen", "SpanValidator", "ExampleValidator", "Transform",
-              "Trainer", "latest_blessed_model_resolver", "Evaluator", "InfraValidator", "Pusher", "RunReport"}
+              "Trainer", "latest_blessed_model_resolver", "latest_hyperparameters_resolver", "Evaluator",
+              "InfraValidator", "Pusher", "RunReport"}
 UPSTREAM_OF_EVALUATOR = {"ImportSchemaGen", "MnistExampleGen", "StatisticsGen", "SpanValidator", "ExampleValidator",
                          "Transform", "Trainer"}
 

