@@ -85,8 +85,8 @@ schedule: $(STAMP)  ## create the recurring KFP run from build/kfp (config flags
 schedule-local: $(STAMP)  ## scheduled runs on this machine: digits run at --schedule (03:00 UTC) and/or --run-on-open-span; Ctrl-C stops
 	$(VENV)/bin/digits schedule --local $(ARGS)
 
-bench: $(STAMP)  ## the pipeline benchmark: seed script vs the full pipeline on all 70,000 images
-	$(PY) bench/pipeline_bench.py
+bench: $(STAMP)  ## the pipeline benchmark on all 70,000 images: seed script vs pipeline, 3 seeds, CNN vs MLP, Tuner (ARGS=--help)
+	$(PY) bench/pipeline_bench.py $(ARGS)
 
 bench-serving: $(STAMP)  ## the serving benchmark: REST and gRPC load vs in-process calls and a naive FastAPI server
 	@command -v wrk >/dev/null || $(call apt_install,wrk,the HTTP load generator,bench-serving)
