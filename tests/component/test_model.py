@@ -2,6 +2,7 @@
 reproducible weights. Uses the model the shared small pipeline run trained and pushed."""
 import glob
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -101,10 +102,10 @@ def _first_output(config, component, output):
     return min(runs, key=lambda path: int(os.path.basename(path)))
 
 
-def _train(pipeline_run, out_dir, **custom_config):
+def _train(pipeline_run, out_dir, examples_uri=None, **custom_config):
     config, _ = pipeline_run
     examples = standard_artifacts.Examples()
-    examples.uri = _first_output(config, "MnistExampleGen", "examples")
+    examples.uri = examples_uri or _first_output(config, "MnistExampleGen", "examples")
     examples.split_names = artifact_utils.encode_split_names(["train", "eval", "test"])
     graph = standard_artifacts.TransformGraph()
     graph.uri = _first_output(config, "Transform", "transform_graph")
@@ -128,6 +129,26 @@ def test_same_config_gives_the_same_weights(pipeline_run, tmp_path):
     assert all(np.array_equal(a, b) for a, b in zip(first, second))
     assert not all(np.array_equal(a, c) for a, c in zip(first, other_seed))
     assert not all(np.array_equal(a, d) for a, d in zip(first, unshifted))
+
+
+def _reversed_copy(examples_uri, out_dir):
+    """The same examples with the train split's records written in the opposite order, as another
+    ExampleGen run may write them."""
+    shutil.copytree(examples_uri, out_dir)
+    for path in glob.glob(os.path.join(out_dir, "Split-train", "*")):
+        records = [bytes(r.numpy()) for r in tf.data.TFRecordDataset(path, compression_type="GZIP")]
+        with tf.io.TFRecordWriter(path, options="GZIP") as writer:
+            for record in reversed(records):
+                writer.write(record)
+    return out_dir
+
+
+def test_the_order_examples_were_written_in_does_not_change_the_weights(pipeline_run, tmp_path):
+    config, _ = pipeline_run
+    reordered = _reversed_copy(_first_output(config, "MnistExampleGen", "examples"), str(tmp_path / "reversed"))
+    first = _train(pipeline_run, str(tmp_path / "a"), seed=7)
+    second = _train(pipeline_run, str(tmp_path / "b"), examples_uri=reordered, seed=7)
+    assert all(np.array_equal(a, b) for a, b in zip(first, second))
 
 
 def test_cnn_option_trains_and_exports_every_signature(pipeline_run, tmp_path):
