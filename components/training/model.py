@@ -86,18 +86,14 @@ def in_content_order(examples: tf.data.Dataset) -> Tuple[tf.data.Dataset, int]:
     seeded shuffle permutes whatever order it is given: in content order the same examples give the
     same weights whichever order they were written in. The training set is held in memory for the
     sort (60,000 digits: 190 MB), as the cache holds it anyway."""
-    images, labels = [], []
-    for image_batch, label_batch in examples.batch(_PARSE_BATCH * 8):
-        images.append(image_batch.numpy())
-        labels.append(label_batch.numpy())
-    if not images:
+    count = int(examples.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1))
+    if count == 0:
         raise ValueError("the Trainer's training splits hold no examples; check --train-splits and --train-examples")
-    images, labels = np.concatenate(images), np.concatenate(labels)
-    rows = np.concatenate([images.reshape(len(images), -1), labels.reshape(len(labels), -1).astype(images.dtype)],
-                          axis=1)
-    keys = tf.fingerprint(tf.constant(rows)).numpy().view(">u8").ravel()
-    order = np.argsort(keys, kind="stable")
-    return tf.data.Dataset.from_tensor_slices((images[order], labels[order])), len(order)
+    images, labels = examples.batch(count).get_single_element()
+    keys = tf.bitcast(tf.fingerprint(tf.reshape(images, [count, -1])), tf.int64)
+    # Ties (the same image twice) are ordered by label, then kept as they are: identical examples.
+    order = np.lexsort((labels.numpy(), keys.numpy()))
+    return tf.data.Dataset.from_tensor_slices((tf.gather(images, order), tf.gather(labels, order))), count
 
 
 def training_batches(examples: tf.data.Dataset, hparams: HParams) -> Tuple[tf.data.Dataset, int]:
