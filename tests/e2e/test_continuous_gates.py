@@ -1,6 +1,6 @@
 """Issue 14's gates on real runs on small data: after a first run on MNIST pushes a version, a span of
-blank images stops the next run at validation, naming the span; a span whose labels are shuffled
-(over a third of the training data) stops at the Evaluator's per-source gate. Neither pushes."""
+blank images stops the next run at validation, naming the span; a span whose labels are all wrong
+(over half the training data) stops at the Evaluator's per-source gate. Neither pushes."""
 import dataclasses
 
 import numpy as np
@@ -51,16 +51,19 @@ def test_a_span_of_blank_images_stops_the_run_at_validation(first_run):
     assert snapshot(config.serving_dir) == served
 
 
-def test_a_span_with_shuffled_labels_stops_at_the_gate(first_run, package_splits):
+def test_a_span_with_wrong_labels_stops_at_the_gate(first_run, package_splits):
+    """Every label one digit off, as a labelling tool with an off-by-one would send: the Trainer's
+    shifts and cosine schedule shrug off randomly shuffled labels on this little data (MNIST's slice
+    lost 0.8 points, p = 0.47), not a consistent wrong mapping."""
     config, root = first_run
     train = package_splits["train"]
     images, labels = train.images[20_000:23_000].reshape(-1, 28, 28), train.labels[20_000:23_000]
-    shuffled = np.random.default_rng(2).permutation(labels)
-    assert (shuffled != labels).mean() > 0.8
-    SpanStore(str(root / "shuffled")).add(images.astype(np.uint8), shuffled, source="import")
+    wrong = (labels + 1) % 10
+    assert (wrong != labels).all()
+    SpanStore(str(root / "wrong")).add(images.astype(np.uint8), wrong, source="import")
     served = snapshot(config.serving_dir)
 
-    summary = local_runner.run(dataclasses.replace(config, data_root=str(root / "shuffled")))
+    summary = local_runner.run(dataclasses.replace(config, data_root=str(root / "wrong")))
     verdict = summary.verdict
     assert verdict["has_baseline"] and not verdict["blessed"] and not summary.pushed, summary.render()
     assert any(reason.startswith("source 'mnist': accuracy ") and "a significant drop (McNemar p = " in reason
@@ -69,6 +72,6 @@ def test_a_span_with_shuffled_labels_stops_at_the_gate(first_run, package_splits
     assert verdict["sources"]["mnist"]["example_count"] == SMALL_RUN["test_examples"]
     text = summary.render()
     assert "  source 'mnist': " in text and "  source 'import': " in text, text
-    # the same label shares as MNIST (a permutation): measured, within the drift threshold
+    # MNIST's label shares, each moved one digit on (about a tenth each): measured, within the drift threshold
     assert "drift: label distributions within L∞ 0.30 of earlier data" in text, text
     assert snapshot(config.serving_dir) == served

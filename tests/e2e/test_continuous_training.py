@@ -5,7 +5,7 @@ A first run on a small MNIST base pushes version A. Digits that model reads badl
 with its label. The local scheduler seals the open span when it is full enough and starts a run on its
 own; the model trained on base + feedback reads the feedback test slice far better, stays within the
 allowed drop on MNIST's test images, is pushed as version B, and the running model server answers with
-B without a restart. (A blank span and a span with shuffled labels: tests/e2e/test_continuous_gates.py.)
+B without a restart. (A blank span and a span with wrong labels: tests/e2e/test_continuous_gates.py.)
 """
 import json
 import os
