@@ -10,6 +10,7 @@ which its val_accuracy peaked. TFX's Tuner executor writes the best trial's valu
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any, Dict, List
 
@@ -75,7 +76,7 @@ class DigitsTuner(base_tuner.BaseTuner):
 
     def run_trial(self, trial, train_examples, eval_examples):
         values = trial.hyperparameters.values
-        hparams = HParams.from_custom_config({**_as_config(self._start), **values})
+        hparams = HParams.from_custom_config({**dataclasses.asdict(self._start), **values})
         began = time.monotonic()
         tf.keras.backend.clear_session()  # the previous trial's model is not needed any more
         try:
@@ -101,10 +102,6 @@ class DigitsTuner(base_tuner.BaseTuner):
     def load_model(self, trial):
         raise NotImplementedError("the digits Tuner keeps no trial models; the Trainer trains the model "
                                   "with the best hyper-parameters")
-
-
-def _as_config(hparams: HParams) -> Dict[str, Any]:
-    return {name: getattr(hparams, name) for name in hparams.__dataclass_fields__}
 
 
 def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
