@@ -4,6 +4,9 @@ answers differ from its own in-process outputs, is not, and the Pusher then leav
 import json
 import os
 import shutil
+import subprocess
+import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -19,8 +22,10 @@ from tfx.utils import proto_utils  # noqa: E402
 
 from components.infra import infra_canaries, infra_validator  # noqa: E402
 from components import pusher  # noqa: E402
+from components.infra import infra_local_runner  # noqa: E402
 from components.infra.infra_local_runner import refusal_reason  # noqa: E402
 from tests.e2e.test_pipeline import snapshot  # noqa: E402
+from tests.server_process import wait_for  # noqa: E402
 
 CANARIES = 24
 
@@ -193,3 +198,49 @@ def test_for_the_cluster_the_candidate_is_staged_under_the_blessing_uri_and_remo
     assert os.path.exists(os.path.join(staged, "saved_model.pb"))
     executor._Cleanup()
     assert not os.path.exists(os.path.join(blessing.uri, CLUSTER_STAGING_DIR))
+
+
+FORKS_WITH_HANDLERS = []
+os.register_at_fork(before=lambda: FORKS_WITH_HANDLERS.append(os.getpid()))
+
+
+def test_a_server_starts_without_running_fork_handlers(tmp_path):
+    """The pipeline has gRPC running when the InfraValidator starts its server. A start that forks with
+    handlers (``preexec_fn``) lets gRPC's fork handlers start a poller in the child that ``close_fds`` then
+    breaks: the child aborted (exit -6, "epoll_wait error: Bad file descriptor") about 1 start in 300. Without
+    Python code between fork and exec, CPython vforks and no handler runs, in Python or in gRPC."""
+    before = len(FORKS_WITH_HANDLERS)
+    with tempfile.TemporaryFile() as log:
+        assert infra_local_runner.spawn(["true"], log).wait() == 0
+    assert len(FORKS_WITH_HANDLERS) == before, "the server was started by a fork that runs fork handlers"
+
+
+def test_a_killed_pipeline_leaves_no_model_server_behind(tmp_path, digits_exports):
+    version = tmp_path / "base" / "mnist" / "1"
+    shutil.copytree(digits_exports[0], version)
+    parent = subprocess.Popen([sys.executable, "-c", f"""
+import os, sys, time
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+from components.infra.infra_local_runner import LocalProcessRunner
+runner = LocalProcessRunner({str(version)!r}, "mnist")
+runner.Start()
+runner.WaitUntilRunning(time.time() + 120)
+print(runner.pid, flush=True)
+time.sleep(600)
+"""], cwd=infra_local_runner._REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        server_pid = int(parent.stdout.readline())
+        assert alive(server_pid), "the model server should be serving while its pipeline lives"
+    finally:
+        parent.kill()
+        parent.wait()
+    wait_for(lambda: not alive(server_pid), timeout=30, what=f"the model server (pid {server_pid}) to exit")
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie waiting for its new parent to reap it."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
