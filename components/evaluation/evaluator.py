@@ -19,7 +19,6 @@ turns TFX's BLESSED into NOT_BLESSED (file and ``blessed`` property, as TFX's ex
 from __future__ import annotations
 
 import collections
-import json
 import os
 from typing import Any, Dict, List, Optional
 
@@ -37,6 +36,7 @@ from tfx.types import artifact_utils, standard_artifacts, standard_component_spe
 from tfx.types.component_spec import ExecutionParameter
 from tfx.utils import io_utils, json_utils, path_utils, proto_utils
 
+from components.artifact_files import write_json
 from components.evaluation import significance
 from components.evaluation.eval_config import MNIST_SOURCE, SOURCE_KEY, SourceGate, with_source_thresholds
 from components.report.report import predict_split
@@ -130,8 +130,7 @@ class Executor(evaluator_executor.Executor):
             artifact_utils.get_single_uri(input_dict[standard_component_specs.MODEL_KEY]),
             artifact_utils.get_single_uri(input_dict[key]), _splits(exec_properties), SourceGate.from_json(gate_json))
         evaluation_uri = artifact_utils.get_single_uri(output_dict[standard_component_specs.EVALUATION_KEY])
-        io_utils.write_string_file(os.path.join(evaluation_uri, significance.SIGNIFICANCE_FILE),
-                                   json.dumps(judgement, indent=2))
+        write_json(evaluation_uri, significance.SIGNIFICANCE_FILE, judgement)
         logging.info("Evaluator: paired test per gated slice: %s", "; ".join(
             significance.summary_lines(judgement)[1:]))
         if not judgement["blessed"]:

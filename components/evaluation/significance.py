@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import dataclasses
 import html
-import json
 import math
-import os
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 from scipy import stats
+
+from components.artifact_files import read_json
 
 OVERALL = "overall"
 SIGNIFICANCE_FILE = "significance.json"  # in the Evaluator's evaluation artifact
@@ -150,13 +150,7 @@ def judge(candidate_right: np.ndarray, baseline_right: np.ndarray, sources: np.n
 
 def load(evaluation_uri: str) -> Optional[Dict[str, Any]]:
     """The Evaluator's ``significance.json``, or None (no baseline, or an evaluation made before it)."""
-    import tensorflow as tf  # for object-store URIs; only when a report or summary reads it
-
-    path = os.path.join(evaluation_uri, SIGNIFICANCE_FILE)
-    if not tf.io.gfile.exists(path):
-        return None
-    with tf.io.gfile.GFile(path) as f:
-        return json.load(f)
+    return read_json(evaluation_uri, SIGNIFICANCE_FILE)
 
 
 def _rows(significance: Dict[str, Any]):

@@ -19,6 +19,7 @@ from tfx import v1 as tfx
 from tfx.types import artifact, artifact_utils
 from tfx.utils import io_utils, path_utils
 
+from components.artifact_files import read_json, write_json
 from components.data import features
 from components.report import report_html, report_inputs
 from components.evaluation import significance, source_slices
@@ -131,8 +132,7 @@ def summarize(predictions: Dict[str, np.ndarray]) -> Dict[str, Any]:
 
 
 def _span_checks(uri: str) -> dict:
-    path = os.path.join(uri, CHECKS_FILE)
-    return json.loads(io_utils.read_string_file(path)) if tf.io.gfile.exists(path) else {}
+    return read_json(uri, CHECKS_FILE) or {}
 
 
 @tfx.dsl.components.component
@@ -185,4 +185,4 @@ def RunReport(
         "written": written,
         "hparams": used,
     }
-    io_utils.write_string_file(os.path.join(report.uri, SUMMARY_FILE), json.dumps(summary, indent=2))
+    write_json(report.uri, SUMMARY_FILE, summary)

@@ -6,7 +6,6 @@ the component failing after a run whose model is already pushed.
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Dict, List, Optional
 
@@ -15,31 +14,22 @@ import tensorflow_model_analysis as tfma
 from tensorflow_model_analysis.writers import eval_config_writer
 from tfx.types import artifact_utils
 
+from components.artifact_files import read_json
 from components.evaluation.eval_config import ACCURACY_METRIC
 from components.data.features import LABEL_KEY
 from components.training.model import HISTORY_FILE, HPARAMS_FILE
 from components.pusher import NEW_VERSION_PROPERTY
 
 
-def _json_file(artifact_uri: str, name: str) -> Optional[Dict[str, Any]]:
-    """A JSON file a component wrote into its artifact, or None if it did not (an older run); gfile, so
-    object-store URIs work too."""
-    path = os.path.join(artifact_uri, name)
-    if not tf.io.gfile.exists(path):
-        return None
-    with tf.io.gfile.GFile(path) as f:
-        return json.load(f)
-
-
 def training_history(model_run_uri: str) -> Optional[Dict[str, Any]]:
     """The Trainer's Keras History (``{"epoch": [...], "history": {name: [...]}}``), or None if absent."""
-    return _json_file(model_run_uri, HISTORY_FILE)
+    return read_json(model_run_uri, HISTORY_FILE)
 
 
 def training_hparams(model_run_uri: str) -> Optional[Dict[str, Any]]:
     """The Trainer's hparams.json: {field: {"value", "source"}} (default, tuned, config, or the flag or
     variable that set it), or None for a model trained before it was written."""
-    return _json_file(model_run_uri, HPARAMS_FILE)
+    return read_json(model_run_uri, HPARAMS_FILE)
 
 
 def split_sizes(statistics) -> Dict[str, int]:

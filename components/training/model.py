@@ -7,7 +7,6 @@ set explicitly (hparams.resolve). ``fit`` is the training both share.
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Tuple
 
@@ -18,6 +17,7 @@ from absl import logging
 from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
+from components.artifact_files import write_json
 from components.data import features
 from components.training import augment, signatures
 from components.training.hparams import ARCHITECTURES, HParams, describe, resolve
@@ -155,9 +155,7 @@ def write_history(history: tf.keras.callbacks.History, model_run_dir: str) -> No
     without TensorBoard; gfile, so an object-store ModelRun works too."""
     record = {"epoch": [int(epoch) for epoch in history.epoch],
               "history": {name: [float(value) for value in values] for name, values in history.history.items()}}
-    tf.io.gfile.makedirs(model_run_dir)
-    with tf.io.gfile.GFile(os.path.join(model_run_dir, HISTORY_FILE), "w") as f:
-        f.write(json.dumps(record, indent=1))
+    write_json(model_run_dir, HISTORY_FILE, record)
 
 
 def fit(hparams: HParams, train_examples: tf.data.Dataset, eval_examples=None, callbacks=()):
@@ -176,9 +174,7 @@ def fit(hparams: HParams, train_examples: tf.data.Dataset, eval_examples=None, c
 
 def write_hparams(origins, model_run_dir: str) -> None:
     """The values the Trainer used and where each came from (hparams.resolve), for the run report."""
-    tf.io.gfile.makedirs(model_run_dir)
-    with tf.io.gfile.GFile(os.path.join(model_run_dir, HPARAMS_FILE), "w") as f:
-        f.write(json.dumps(origins, indent=1))
+    write_json(model_run_dir, HPARAMS_FILE, origins)
 
 
 def run_fn(fn_args: tfx.components.FnArgs) -> None:

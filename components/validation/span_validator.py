@@ -9,14 +9,12 @@ summary and the report; a failed run keeps it too, beside the error.
 """
 
 import html
-import json
-import os
 from typing import Dict, List
 
 from tfx import v1 as tfx
 from tfx.types import artifact, artifact_utils
-from tfx.utils import io_utils
 
+from components.artifact_files import write_json
 from components.validation import span_validation as checks_lib
 from components.validation import span_drift
 from components.validation.example_validator import DataAnomaliesError
@@ -68,7 +66,7 @@ def SpanValidator(
     splits = artifact_utils.decode_split_names(examples.split_names)
     batch = checks_lib.concatenate(checks_lib.read_examples(examples.uri, splits))
     checks = check_spans(batch, thresholds)
-    io_utils.write_string_file(os.path.join(span_checks.uri, CHECKS_FILE), json.dumps(checks, indent=2))
+    write_json(span_checks.uri, CHECKS_FILE, checks)
     if checks["problems"]:
         raise DataAnomaliesError(failure_message(checks["problems"]))
 
