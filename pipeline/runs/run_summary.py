@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Dict, List, Optional
 
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
+from components.artifact_files import read_json
 from components.pusher import NEW_VERSION_PROPERTY
 from components.training.hparams import describe as describe_hparams
 from components.report.report import REPORT_FILE, SUMMARY_FILE, HtmlReport
@@ -131,6 +131,27 @@ def _output_artifacts(store, execution_ids: List[int]) -> Dict[int, List[metadat
     return outputs
 
 
+def node_outputs(config: PipelineConfig, node: str, run_id: Optional[str] = None) -> Dict[str, str]:
+    """{output key: artifact URI} of ``node``'s execution (run, or cached and reused) in local run
+    ``run_id`` (default: the newest), e.g. where the Trainer's ``model_run`` of that run is."""
+    connection = metadata_store_pb2.ConnectionConfig()
+    connection.sqlite.filename_uri = config.metadata_path
+    connection.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
+    store = _store(connection)
+    run = store.get_context_by_type_and_name("pipeline_run", run_id) if run_id else _latest_run(store)
+    node_context = store.get_context_by_type_and_name("node", f"{config.pipeline_name}.{node}")
+    if run is None or node_context is None:
+        raise LookupError(f"ML Metadata ({config.metadata_path}) holds no run {run_id!r} of node {node!r}")
+    executions = ({e.id for e in store.get_executions_by_context(run.id)}
+                  & {e.id for e in store.get_executions_by_context(node_context.id)})
+    outputs = {}
+    for event in store.get_events_by_execution_ids(sorted(executions)):
+        if event.type in (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT):
+            key = event.path.steps[0].key if event.path.steps else ""
+            outputs[key] = store.get_artifacts_by_id([event.artifact_id])[0].uri
+    return outputs
+
+
 def collect(config: PipelineConfig, connection: metadata_store_pb2.ConnectionConfig) -> RunSummary:
     """What the newest run of ``config.pipeline_name`` did, component by component."""
     store = _store(connection)
@@ -176,13 +197,9 @@ def summarize(config: PipelineConfig, store: metadata_store.MetadataStore,
                 infra = {"blessed": bool(properties["blessed"].int_value) if "blessed" in properties else False,
                          "reason": properties["reason"].string_value if "reason" in properties else "",
                          "canary_calls": properties["canary_calls"].int_value if "canary_calls" in properties else 0}
-            if artifact.type_id in checks_types and os.path.exists(os.path.join(artifact.uri, CHECKS_FILE)):
-                with open(os.path.join(artifact.uri, CHECKS_FILE)) as f:
-                    span_checks = json.load(f)
-    verdict = {}
-    if report_dir and os.path.exists(os.path.join(report_dir, SUMMARY_FILE)):
-        with open(os.path.join(report_dir, SUMMARY_FILE)) as f:
-            verdict = json.load(f)
+            if artifact.type_id in checks_types:
+                span_checks = read_json(artifact.uri, CHECKS_FILE) or span_checks
+    verdict = (read_json(report_dir, SUMMARY_FILE) if report_dir else None) or {}
     return RunSummary(
         run_id=run.name, components=components, verdict=verdict, pushed=pushed,
         pushed_version=pushed_version, pushed_path=pushed_path,
