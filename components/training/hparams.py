@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 ARCHITECTURES = ("mlp", "cnn")
 LR_SCHEDULES = ("cosine", "constant")
@@ -36,6 +36,21 @@ TUNABLE = ("learning_rate", "lr_schedule", "batch_size", "augment_shift", "epoch
 EXPLICIT_KEY = "explicit"  # custom_config: {field: the flag or DIGITS_* variable that set it}
 TRIALS_KEY = "tune_trials"  # the Tuner's custom_config: its trial budget
 DEFAULT, TUNED, CONFIG = "default", "tuned", "config"
+NETWORK_KEY = "network"  # in a tuned result: the network its values were found for (network())
+
+
+def network(hparams: HParams) -> str:
+    """What a tuned result depends on besides the data: "mlp 128,128" (architecture, hidden units)."""
+    return f"{hparams.architecture} {','.join(map(str, hparams.hidden_units))}"
+
+
+def tuned_for_another_network(custom_config: Dict[str, Any] | None, tuned: Dict[str, Any] | None) -> Optional[str]:
+    """The network ``tuned`` was found for if the config trains another (its values are then not used:
+    a rate found for the MLP says little about the CNN), else None. A result that names no network
+    (tuned before it was recorded) is taken as the config's."""
+    wanted = network(HParams.from_custom_config(custom_config))
+    found = (tuned or {}).get(NETWORK_KEY, wanted)
+    return None if found == wanted else found
 
 
 def resolve(custom_config: Dict[str, Any] | None,
@@ -43,10 +58,13 @@ def resolve(custom_config: Dict[str, Any] | None,
     """The hyper-parameters the Trainer uses and where each came from: a value the user set explicitly
     (flag or variable) wins over a tuned one, which wins over the config's default. Returns the
     HParams and {field: {"value": ..., "source": "default" | "tuned" | "config" | "--flag" | "DIGITS_..."}}
-    ("config": set in code, not by a flag, variable or the Tuner)."""
+    ("config": set in code, not by a flag, variable or the Tuner). A result tuned for another network is
+    not used (tuned_for_another_network)."""
     config = dict(custom_config or {})
     explicit = dict(config.get(EXPLICIT_KEY) or {})
     defaults = HParams()
+    if tuned_for_another_network(config, tuned):
+        tuned = None
     overlay = {name: value for name, value in (tuned or {}).items() if name in TUNABLE and name not in explicit}
     hparams = HParams.from_custom_config({**config, **overlay})
     origins = {}

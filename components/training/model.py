@@ -20,7 +20,7 @@ from tfx_bsl.public import tfxio
 from components.artifact_files import write_json
 from components.data import features
 from components.training import augment, signatures
-from components.training.hparams import ARCHITECTURES, HParams, describe, resolve
+from components.training.hparams import ARCHITECTURES, HParams, describe, network, resolve, tuned_for_another_network
 from pipeline.runs import console
 
 # Rows parsed and transformed per step before the data is cached in memory: parsing 784-value
@@ -182,6 +182,11 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     A tuned result (the Tuner's best hyper-parameters, fn_args.hyperparameters) overrides the
     config's values but for those the user set explicitly (hparams.resolve)."""
     tuned = (fn_args.hyperparameters or {}).get("values")
+    other = tuned_for_another_network(fn_args.custom_config, tuned)
+    if other:
+        this = network(HParams.from_custom_config(fn_args.custom_config))
+        console.show(f"  Trainer: the last tuned result was for the {other} network, not {this}: training "
+                     "with the config's values (run with --tune to tune this one)")
     hparams, origins = resolve(fn_args.custom_config, tuned)
     logging.info("Trainer hyper-parameters: %s", describe(origins))
     if tuned:

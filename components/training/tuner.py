@@ -24,7 +24,7 @@ from keras_tuner.oracles import RandomSearchOracle
 from tfx import v1 as tfx
 
 from components.training import model as model_lib
-from components.training.hparams import EXPLICIT_KEY, TRIALS_KEY, HParams
+from components.training.hparams import EXPLICIT_KEY, NETWORK_KEY, TRIALS_KEY, HParams, network
 from pipeline.runs import console
 
 PATIENCE = 2  # epochs without a better val_accuracy before a trial stops
@@ -41,13 +41,15 @@ SPACE: Dict[str, List[Any]] = {
 def search_space(start: HParams, fixed=()) -> keras_tuner.HyperParameters:
     """SPACE with ``start``'s values as defaults, less the ``fixed`` fields (set explicitly by the
     user, so a tuned value would not be used), and epochs fixed at ``start.epochs``: the most a
-    trial trains, early stopping deciding the count."""
+    trial trains, early stopping deciding the count. The network is recorded as a fixed value, so the
+    Trainer reuses the result only for the network it was tuned for."""
     space = keras_tuner.HyperParameters()
     for name, values in SPACE.items():
         if name not in fixed:
             default = getattr(start, name)
             space.Choice(name, sorted(set(values) | {default}), default=default)
     space.Fixed("epochs", start.epochs)
+    space.Fixed(NETWORK_KEY, network(start))
     return space
 
 

@@ -9,9 +9,10 @@ import pytest
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
+from components.artifact_files import read_json
 from components.training.model import HPARAMS_FILE
 from pipeline.config import PipelineConfig
-from pipeline.runs import console, local_runner, outcomes
+from pipeline.runs import console, local_runner, outcomes, run_summary
 from tests.conftest import SMALL_RUN
 
 TRIALS = 2
@@ -23,23 +24,8 @@ def _store(config):
     return metadata_store.MetadataStore(connection)
 
 
-def _output_uri(config, run_id, node, type_name):
-    """The URI of the ``type_name`` artifact that ``node`` output (or, cached, reused) in run ``run_id``."""
-    store = _store(config)
-    run = store.get_context_by_type_and_name("pipeline_run", run_id)
-    node_context = store.get_context_by_type_and_name("node", f"{config.pipeline_name}.{node}")
-    executions = {e.id for e in store.get_executions_by_context(run.id)} & \
-        {e.id for e in store.get_executions_by_context(node_context.id)}
-    events = [e for e in store.get_events_by_execution_ids(list(executions))
-              if e.type == metadata_store_pb2.Event.OUTPUT]
-    type_id = store.get_artifact_type(type_name).id
-    (artifact,) = [a for a in store.get_artifacts_by_id([e.artifact_id for e in events]) if a.type_id == type_id]
-    return artifact.uri
-
-
 def _hparams(config, summary):
-    with open(os.path.join(_output_uri(config, summary.run_id, "Trainer", "ModelRun"), HPARAMS_FILE)) as f:
-        return json.load(f)
+    return read_json(run_summary.node_outputs(config, "Trainer", summary.run_id)["model_run"], HPARAMS_FILE)
 
 
 @pytest.fixture(scope="module")
@@ -62,10 +48,11 @@ def test_the_tuner_ran_and_the_trainer_used_its_best_values(tuned_runs):
     states = {c.node_id: c.state for c in first.components}
     assert states["Tuner"] == "COMPLETE" and states["Trainer"] == "COMPLETE"
     assert "latest_hyperparameters_resolver" not in states  # the Tuner feeds the Trainer directly
-    with open(os.path.join(_output_uri(config, first.run_id, "Tuner", "HyperParameters"),
+    with open(os.path.join(run_summary.node_outputs(config, "Tuner", first.run_id)["best_hyperparameters"],
                            "best_hyperparameters.txt")) as f:
         best = json.load(f)["values"]
-    assert set(best) == {"learning_rate", "lr_schedule", "batch_size", "augment_shift", "epochs"}
+    assert set(best) == {"learning_rate", "lr_schedule", "batch_size", "augment_shift", "epochs", "network"}
+    assert best.pop("network") == "mlp 128,128"  # what the result was tuned for, not a value the Trainer takes
     assert 1 <= best["epochs"] <= SMALL_RUN["epochs"]  # the epoch at which val_accuracy peaked
     used = _hparams(config, first)
     for name, value in best.items():

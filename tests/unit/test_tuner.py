@@ -22,8 +22,10 @@ def _first_values(tmp_path, start, trials=4, fixed=()):
 
 def test_the_space_is_the_training_and_epochs_are_capped_by_the_config():
     space = tuner_module.search_space(HParams(epochs=9, learning_rate=0.0007))
-    assert {hp.name for hp in space.space} == {"learning_rate", "lr_schedule", "batch_size", "augment_shift", "epochs"}
+    assert {hp.name for hp in space.space} == {"learning_rate", "lr_schedule", "batch_size", "augment_shift", "epochs",
+                                               "network"}
     assert space.get("epochs") == 9
+    assert space.get("network") == "mlp 128,128"  # recorded, not searched: the result is for this network
     (rate,) = [hp for hp in space.space if hp.name == "learning_rate"]
     assert 0.0007 in rate.values and rate.default == 0.0007  # the config's own value is a candidate
 
@@ -39,7 +41,8 @@ def test_the_search_is_seeded_and_starts_from_the_config(tmp_path):
     assert first == _first_values(tmp_path / "b", start)  # the same seed: the same trials
     assert first != _first_values(tmp_path / "c", HParams(seed=6))
     assert first[0] == {"learning_rate": start.learning_rate, "lr_schedule": start.lr_schedule,
-                        "batch_size": start.batch_size, "augment_shift": start.augment_shift, "epochs": start.epochs}
+                        "batch_size": start.batch_size, "augment_shift": start.augment_shift, "epochs": start.epochs,
+                        "network": "mlp 128,128"}
     assert len({tuple(sorted(values.items())) for values in first}) == len(first)  # no trial repeated
 
 

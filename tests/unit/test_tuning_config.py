@@ -2,7 +2,7 @@
 values that the Trainer uses (components/training/hparams.resolve)."""
 import pytest
 
-from components.training.hparams import TUNABLE, HParams, describe, resolve
+from components.training.hparams import TUNABLE, HParams, describe, resolve, tuned_for_another_network
 from pipeline.config import ConfigError, PipelineConfig, from_sources
 
 
@@ -61,3 +61,14 @@ def test_only_the_training_is_tuned_never_the_network():
     hparams, origins = resolve({}, {**TUNED, "hidden_units": [8], "architecture": "cnn", "seed": 3})
     assert (hparams.hidden_units, hparams.architecture, hparams.seed) == ((128, 128), "mlp", 42)
     assert {name for name, origin in origins.items() if origin["source"] == "tuned"} == set(TUNABLE)
+
+
+def test_a_result_tuned_for_another_network_is_not_used():
+    tuned = {**TUNED, "network": "mlp 128,128"}
+    assert resolve({}, tuned)[0].learning_rate == 0.01  # tuned for this network: used
+    assert tuned_for_another_network({"architecture": "cnn"}, tuned) == "mlp 128,128"
+    hparams, origins = resolve({"architecture": "cnn", "explicit": {"architecture": "--architecture"}}, tuned)
+    assert (hparams.learning_rate, hparams.epochs) == (HParams().learning_rate, HParams().epochs)
+    assert "tuned" not in {origin["source"] for origin in origins.values()}
+    assert tuned_for_another_network({"hidden_units": [256, 256]}, tuned) == "mlp 128,128"
+    assert tuned_for_another_network({}, TUNED) is None  # a result that names no network: the config's
