@@ -18,8 +18,9 @@ import warnings
 
 import numpy as np
 
-# parameter_count imports TensorFlow here: keep its start-up logs and notices off the bench's output.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# parameter_count imports TensorFlow here: keep its start-up logs and notices off the bench's output (set, not
+# defaulted: the Makefile exports level 1, under which TensorFlow's CUDA-registration errors print on a CPU host).
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 warnings.filterwarnings("ignore", category=FutureWarning, module="google")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
