@@ -12,7 +12,7 @@ import re
 from typing import Any, Dict, Tuple
 
 from components.data.mnist_source import PACKAGE_SOURCE
-from components.training.hparams import ARCHITECTURES, LR_SCHEDULES
+from components.training.hparams import ARCHITECTURES, LR_SCHEDULES, HParams
 from pipeline import beam
 
 ENV_PREFIX = "DIGITS_"
@@ -61,20 +61,20 @@ class PipelineConfig:
         "Splits the Trainer fits on, comma separated. The default is all 60,000 official training images, "
         "as the seed tutorial trains; 'train' holds 'eval' out for per-epoch validation. Never 'test'.",
     )
-    epochs: int = _field(15, "Training epochs.")
-    batch_size: int = _field(128, "Training batch size.")
-    hidden_units: Tuple[int, ...] = _field((128, 128), "Sizes of the hidden ReLU layers, comma separated.")
-    learning_rate: float = _field(0.003, "Adam's starting learning rate.")
+    epochs: int = _field(HParams.epochs, "Training epochs.")
+    batch_size: int = _field(HParams.batch_size, "Training batch size.")
+    hidden_units: Tuple[int, ...] = _field(HParams.hidden_units, "Sizes of the hidden ReLU layers, comma separated.")
+    learning_rate: float = _field(HParams.learning_rate, "Adam's starting learning rate.")
     lr_schedule: str = _field(
-        "cosine", "How the learning rate changes: 'cosine' decays it to 0 over all steps, 'constant' keeps it "
-        "(the seed's Adam).", choices=LR_SCHEDULES)
+        HParams.lr_schedule, "How the learning rate changes: 'cosine' decays it to 0 over all steps, "
+        "'constant' keeps it (the seed's Adam).", choices=LR_SCHEDULES)
     augment_shift: int = _field(
-        1, "Move each training digit by a random whole number of pixels up to this, a new draw each epoch "
-        "(0 = no augmentation, as the seed trains).")
+        HParams.augment_shift, "Move each training digit by a random whole number of pixels up to this, a new "
+        "draw each epoch (0 = no augmentation, as the seed trains).")
     architecture: str = _field(
-        "mlp", "'mlp': the seed's network; 'cnn': two small convolution blocks before the same dense layers.",
-        choices=ARCHITECTURES)
-    seed: int = _field(42, "Seed for weights and shuffling; the same config gives the same weights.")
+        HParams.architecture, "'mlp': the seed's network; 'cnn': two small convolution blocks before the same "
+        "dense layers.", choices=ARCHITECTURES)
+    seed: int = _field(HParams.seed, "Seed for weights and shuffling; the same config gives the same weights.")
     tune: bool = _field(
         False, "Run TFX's Tuner before the Trainer: a seeded search of learning rate, schedule, batch size, "
         "shifts and epochs (early stopping, at most --epochs) on train with eval held out. Later runs without "

@@ -11,7 +11,8 @@ LR_SCHEDULES = ("cosine", "constant")
 @dataclasses.dataclass(frozen=True)
 class HParams:
     """How the model trains. The defaults train the seed's network to ~0.986 on MNIST's test set
-    (README, Benchmark): Adam with a cosine-decayed rate and +-1 px shifts, 15 epochs of 128."""
+    (README, Benchmark): Adam with a cosine-decayed rate and +-1 px shifts, 15 epochs of 128. They are
+    the pipeline's too: PipelineConfig's training fields take their defaults from here."""
 
     epochs: int = 15
     batch_size: int = 128
