@@ -24,7 +24,6 @@ Each run is its own process (bench/pipeline_run.py). Results: artifacts/bench/pi
 after each step.
 """
 import argparse
-import dataclasses
 import json
 import os
 import shutil
@@ -160,10 +159,6 @@ def step_cnn(runs, latency_requests):
 
 
 def step_tune(runs, trials):
-    fields = {field.name for field in dataclasses.fields(config.PipelineConfig)}
-    if not {"tune", "tune_trials"} <= fields:
-        print("\ntune: skipped, this checkout's `digits run` has no --tune / --tune-trials yet", flush=True)
-        return {"skipped": "no --tune / --tune-trials in pipeline.config"}
     run = runs.run(f"tuned, {trials} trials", ("--tune", "--tune-trials", str(trials)))
     print(f"\ntuned ({trials} trials): test accuracy {run['accuracy']:.4f}, Trainer {run['trainer_s']:.1f} s, "
           f"Tuner {component_seconds(run, 'Tuner') or 0:.1f} s, pushed: {run['pushed']}")

@@ -121,9 +121,14 @@ def _latest_run(store: metadata_store.MetadataStore) -> metadata_store_pb2.Conte
     return max(runs, key=lambda context: context.create_time_since_epoch)
 
 
+def _output_events(store, execution_ids: List[int]) -> List[metadata_store_pb2.Event]:
+    """The events by which these executions output (or, cached, declared) artifacts."""
+    return [e for e in store.get_events_by_execution_ids(execution_ids)
+            if e.type in (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)]
+
+
 def _output_artifacts(store, execution_ids: List[int]) -> Dict[int, List[metadata_store_pb2.Artifact]]:
-    events = [e for e in store.get_events_by_execution_ids(execution_ids)
-              if e.type in (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)]
+    events = _output_events(store, execution_ids)
     artifacts = {a.id: a for a in store.get_artifacts_by_id(list({e.artifact_id for e in events}))}
     outputs: Dict[int, List[metadata_store_pb2.Artifact]] = {}
     for event in events:
@@ -144,12 +149,9 @@ def node_outputs(config: PipelineConfig, node: str, run_id: Optional[str] = None
         raise LookupError(f"ML Metadata ({config.metadata_path}) holds no run {run_id!r} of node {node!r}")
     executions = ({e.id for e in store.get_executions_by_context(run.id)}
                   & {e.id for e in store.get_executions_by_context(node_context.id)})
-    outputs = {}
-    for event in store.get_events_by_execution_ids(sorted(executions)):
-        if event.type in (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT):
-            key = event.path.steps[0].key if event.path.steps else ""
-            outputs[key] = store.get_artifacts_by_id([event.artifact_id])[0].uri
-    return outputs
+    events = _output_events(store, sorted(executions))
+    uris = {a.id: a.uri for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
+    return {(e.path.steps[0].key if e.path.steps else ""): uris[e.artifact_id] for e in events}
 
 
 def collect(config: PipelineConfig, connection: metadata_store_pb2.ConnectionConfig) -> RunSummary:
