@@ -28,6 +28,7 @@ from pipeline.runs import console
 _PARSE_BATCH = 1024
 HISTORY_FILE = "history.json"  # in the Trainer's ModelRun: the Keras History, for the run report
 HPARAMS_FILE = "hparams.json"  # beside it: each hyper-parameter's value and where it came from
+_ALL_AT_ONCE = 2**31 - 1  # a batch size no split reaches: in_content_order's single batch of every example
 
 
 def _layers(hparams: HParams):
@@ -63,7 +64,7 @@ def build_model(hparams: HParams, steps: int = 0) -> tf.keras.Model:
     return model
 
 
-def _examples(fn_args, files, tf_transform_output) -> tf.data.Dataset:
+def transformed_examples(fn_args, files, tf_transform_output) -> tf.data.Dataset:
     """Raw examples -> transform graph -> (image_xf, label) pairs, cached after the first pass."""
     raw = fn_args.data_accessor.tf_dataset_factory(
         files,
@@ -86,10 +87,11 @@ def in_content_order(examples: tf.data.Dataset) -> Tuple[tf.data.Dataset, int]:
     seeded shuffle permutes whatever order it is given: in content order the same examples give the
     same weights whichever order they were written in. The training set is held in memory for the
     sort (60,000 digits: 190 MB), as the cache holds it anyway."""
-    count = int(examples.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1))
-    if count == 0:
+    whole = next(iter(examples.batch(_ALL_AT_ONCE)), None)  # one pass: a batch holds what there is
+    if whole is None:
         raise ValueError("the Trainer's training splits hold no examples; check --train-splits and --train-examples")
-    images, labels = examples.batch(count).get_single_element()
+    images, labels = whole
+    count = int(images.shape[0])
     keys = tf.bitcast(tf.fingerprint(tf.reshape(images, [count, -1])), tf.int64)
     # Ties (the same image twice) are ordered by label, then kept as they are: identical examples.
     order = np.lexsort((labels.numpy(), keys.numpy()))
@@ -199,8 +201,8 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         logging.info("Trainer fits on the eval split too, so it reports no per-epoch validation; "
                      "the Evaluator's test split is the held-out measure")
     model, history = fit(
-        hparams, _examples(fn_args, fn_args.train_files, tf_transform_output),
-        _examples(fn_args, fn_args.eval_files, tf_transform_output) if held_out else None,
+        hparams, transformed_examples(fn_args, fn_args.train_files, tf_transform_output),
+        transformed_examples(fn_args, fn_args.eval_files, tf_transform_output) if held_out else None,
         callbacks=[_EpochLog(hparams.epochs),
                    tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq="epoch")])
     write_history(history, fn_args.model_run_dir)

@@ -117,13 +117,13 @@ def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
                          "eval_args ['eval'])")
     config = fn_args.custom_config or {}
     start = HParams.from_custom_config(config)
-    trials = int(config.get(TRIALS_KEY, 8))
+    trials = int(config[TRIALS_KEY])  # the pipeline passes --tune-trials
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
     tuner = DigitsTuner(start, max_trials=trials, fixed=tuple(config.get(EXPLICIT_KEY) or ()),
                         directory=fn_args.working_dir, project_name="digits_tuning", overwrite=True)
     console.show(f"  Tuner: {trials} trial{'s' if trials != 1 else ''} of at most {start.epochs} epochs on the "
                  f"train split, eval held out")
     return tfx.components.TunerFnResult(tuner=tuner, fit_kwargs={
-        "train_examples": model_lib._examples(fn_args, fn_args.train_files, tf_transform_output),
-        "eval_examples": model_lib._examples(fn_args, fn_args.eval_files, tf_transform_output),
+        "train_examples": model_lib.transformed_examples(fn_args, fn_args.train_files, tf_transform_output),
+        "eval_examples": model_lib.transformed_examples(fn_args, fn_args.eval_files, tf_transform_output),
     })
