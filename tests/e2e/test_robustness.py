@@ -80,7 +80,9 @@ def test_a_broken_version_does_not_hold_back_the_next_good_one(tmp_path, tiny_ex
         wait_for(lambda: server.version_states("mnist").get(4) == ("AVAILABLE", ""), timeout=SOON,
                  what="version 4 to be served")
         assert time.monotonic() - started < SOON
-        states = server.version_states("mnist")
+        # version 2 is unloaded after 4 is available (UNLOADING, then END): wait for it, not for a read at once
+        states = wait_for(lambda: (s := server.version_states("mnist")).get(2, ("",))[0] == "END"
+                          and s.get(3, ("",))[0] == "END" and s, timeout=SOON, what="versions 2 and 3 to end")
         assert states[3][0] == "END" and states[3][1] and states[2][0] == "END"
         status, answer = server.rest("POST", "/v1/models/mnist:predict", {"instances": [[[1.0] * 28] * 28]})
         assert (status, answer) == (200, {"predictions": [784.0]})
